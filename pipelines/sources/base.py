@@ -1,0 +1,66 @@
+"""The interface every log source implements.
+
+A source reshapes its input format into *raw canonical rows*: dicts keyed by the canonical field
+names of :data:`ctrcore.schema.CANONICAL_FIELDS` (plus ``user_<name>`` profile columns), whose
+values are still raw (usually strings, as read). Two bookkeeping keys ride along:
+
+* ``_origin``: where the row came from, ``"<file>:<line>"`` (1-based line / record number),
+  used in every error message and dead-letter record;
+* ``_raw``: the original line or record (a JSON-able value) for the dead-letter output.
+
+Type coercion and validation happen once, in :mod:`pipelines.canonical`, for every source.
+A line a source cannot reshape at all (wrong column count, broken JSON, ...) is emitted as a
+:class:`DeadLetter` instead of a row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Union
+
+RawRow = Dict[str, Any]
+
+
+@dataclasses.dataclass
+class DeadLetter:
+    reason: str  # short machine-readable reason, e.g. "missing_field", "unparsable_timestamp"
+    detail: str  # human-readable: names the file/row/field/value
+    origin: str  # "<file>:<line>"
+    raw: Any  # the original line/record
+
+    def to_json(self) -> dict:
+        return {"reason": self.reason, "detail": self.detail, "origin": self.origin,
+                "raw": self.raw}
+
+
+class Source:
+    """Base class. Subclasses set the class attributes and implement :meth:`read`."""
+
+    name: str = "base"
+    #: True for logs with positives only (reviews, purchases): negatives are sampled by the
+    #: preprocessing job (``--negatives_per_positive``, seeded) from items the user never
+    #: interacted with, and every (user, timestamp) event becomes a page.
+    positives_only: bool = False
+    #: "time" (split pages by timestamp quantiles) or "leave_last_out" (per user: last page test,
+    #: second-last valid, rest train).
+    split: str = "time"
+    #: format of the raw timestamp values: "unix" (int seconds), "unix_ms", or a strptime format.
+    timestamp_format: str = "unix"
+    #: user profile column names (without the "user_" prefix) the source provides.
+    user_profile: Sequence[str] = ()
+
+    def files(self) -> Sequence[str]:
+        """Input files (for documentation / stats)."""
+        raise NotImplementedError
+
+    def read(self) -> Iterator[Union[RawRow, DeadLetter]]:
+        """Yield raw canonical rows and dead letters, in a deterministic order.
+
+        Used by the Beam job through ``beam.Create``-free reading: see
+        :func:`pipelines.preprocess.read_source`, which calls :meth:`read_file` per file so the
+        read is parallel across files on a distributed runner.
+        """
+        for path in self.files():
+            yield from self.read_file(path)
+
+    def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
+        raise NotImplementedError
