@@ -1,0 +1,107 @@
+"""tf.data input driven entirely by the feature spec (no feature name is hard-coded here).
+
+Pipeline: list_files -> interleave(TFRecordDataset GZIP) -> [shuffle] -> [repeat] -> batch ->
+parse_example (after batching: ~8x faster than per-example parsing, see PITFALLS) -> [cache]
+-> prefetch(AUTOTUNE). Each element is a ``dict[str, Tensor]`` with every feature of the
+requested roles, shapes ``[B] + spec shape``; the label is *not* split off (the model reads it
+from the dict by name).
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Sequence
+
+import tensorflow as tf
+
+from ctrcore import schema
+from ctrcore.schema import FeatureSpec
+
+ALL_ROLES = ("serving", "train", "meta")
+_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
+
+
+def _default(fd: schema.FeatureDef):
+    d = fd.default
+    if d is None:
+        d = "" if fd.dtype == "string" else 0
+    if fd.shape:
+        n = 1
+        for s in fd.shape:
+            n *= s
+        return [d] * n
+    return d
+
+
+def parse_spec(spec: FeatureSpec, roles: Sequence[str] = ALL_ROLES) -> Dict[str, tf.io.FixedLenFeature]:
+    """``{name: tf.io.FixedLenFeature(shape, dtype, default)}`` for the features of ``roles``.
+
+    Missing features parse to their spec default ("" for ids, -1 for context labels, 0 else),
+    so e.g. a serving request without a trigger item still parses.
+    """
+    return {name: tf.io.FixedLenFeature(list(fd.shape), _DTYPES[fd.dtype], default_value=_default(fd))
+            for name, fd in spec.by_role(*roles).items()}
+
+
+def serving_parse_spec(spec: FeatureSpec) -> Dict[str, tf.io.FixedLenFeature]:
+    """``parse_spec`` restricted to the ``serving`` role (the exported model's inputs)."""
+    return parse_spec(spec, roles=("serving",))
+
+
+def input_signature(spec: FeatureSpec, roles: Sequence[str] = ("serving",), batch_size=None):
+    """``{name: tf.TensorSpec([batch] + shape, dtype)}`` for the features of ``roles``."""
+    return {name: tf.TensorSpec([batch_size] + list(fd.shape), _DTYPES[fd.dtype], name=name)
+            for name, fd in spec.by_role(*roles).items()}
+
+
+def list_shards(data_dir: str, split: str) -> list:
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord.gz")))
+    if not files:
+        raise FileNotFoundError(f"no {split}-*.tfrecord.gz under {data_dir}")
+    return files
+
+
+def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[FeatureSpec] = None,
+                 shuffle: bool = True, repeat: bool = False, deterministic: bool = False,
+                 cache: bool = False, seed: int = 0, roles: Sequence[str] = ALL_ROLES,
+                 drop_remainder: bool = False, shuffle_buffer: int = 10_000,
+                 cycle_length: Optional[int] = None) -> tf.data.Dataset:
+    """Batched, parsed ``dict[str, Tensor]`` dataset of ``data_dir/{split}-*.tfrecord.gz``.
+
+    * ``deterministic=True``: sequential shard order (no file shuffle), deterministic interleave
+      and map; together with the fixed ``seed`` the element order is reproducible run to run.
+    * ``shuffle``: shuffles shard order and records (``shuffle_buffer``), reshuffled each epoch.
+    * ``cache``: with ``shuffle`` the *serialized records* are cached (before the shuffle, so
+      every epoch is still reshuffled); without it the *parsed batches* are cached (eval sets).
+    * ``repeat``: infinite dataset (use ``steps_per_epoch``).
+    """
+    spec = spec or schema.load_spec(data_dir)
+    features = parse_spec(spec, roles)
+    files = list_shards(data_dir, split)
+    n = len(files)
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle and n > 1 and not deterministic:
+        files_ds = files_ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    read = lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=1 << 20)
+    if n > 1:
+        ds = files_ds.interleave(read, cycle_length=cycle_length or min(n, 8), block_length=1,
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    else:
+        ds = read(files[0])
+    cache_parsed = cache and not shuffle
+    if cache and shuffle:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat and not cache_parsed:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder or repeat)
+    ds = ds.map(lambda x: tf.io.parse_example(x, features), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic)
+    if cache_parsed:
+        ds = ds.cache()
+        if repeat:
+            ds = ds.repeat()
+    opts = tf.data.Options()
+    opts.deterministic = deterministic
+    ds = ds.with_options(opts)
+    return ds.prefetch(tf.data.AUTOTUNE)
