@@ -1,0 +1,285 @@
+"""Pure CCN losses (Collaborative Contrastive Network, Gao et al.), Eq. 5-12.
+
+All functions are TensorFlow, float32, vectorised over the batch (no Python loops over
+examples), use static shapes and masks (no boolean_mask / ragged) and run under
+``tf.function(jit_compile=True)``.
+
+Reading of the paper (details and alternatives in ``docs/method.md``):
+
+* The collaborative degree ``s`` (Eq. 4) is a D-dimensional vector per (user, trigger, item).
+* Eq. 5-6 and Eq. 8 need one scalar per context item. We use the *collaborative similarity*
+  ``r'_j = sim(s_target, s'_j)`` (cosine by default) and, for the target's own term in Eq. 5,
+  ``r_i = sim(s_target, s_target)`` (= 1 for the cosine). Eq. 5 then is an InfoNCE-style term
+  with a fixed anchor that pushes the target's collaborative degree away from the
+  non-collaborative (mono-click) context items.
+* Eq. 7 is the cosine similarity between the vectors ``exp(s_target/xi)`` and
+  ``sum_j w+_j exp(s'_j/xi)`` (exp elementwise); the weights w+ (Eq. 8) are a softmax over S+
+  of ``-r'_j/xi`` (option ``weighting="elementwise"``: per-dimension softmax of ``-s'_jd/xi``).
+* Context padding has label ``LABEL_PAD`` (-1). Padded slots never change a loss (they are
+  masked with ``tf.where`` before every reduction, so their gradient is exactly zero). An
+  example whose S- (resp. S+) is empty contributes nothing to that term and is excluded from
+  that term's mean; a batch without any such example gives 0 (finite, zero gradients).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+
+LABEL_PAD = -1  # == ctrcore.schema.LABEL_PAD (kept local so this module stays pure)
+_NEG = -1e9  # "minus infinity" for masked logits (finite: no inf - inf = NaN)
+_EPS = 1e-12
+
+__all__ = [
+    "collaborative_similarity",
+    "context_masks",
+    "repulsion_loss_per_example",
+    "repulsion_loss",
+    "attraction_loss_per_example",
+    "attraction_loss",
+    "p_s_plus",
+    "p_s_minus",
+    "attraction_ratio",
+    "ccn_total",
+    "masked_mean",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def masked_mean(values, valid):
+    """Mean of ``values`` [B] over the examples where ``valid`` [B] is true; 0 if none.
+
+    The masked-out values are replaced by 0 with ``tf.where`` (both branches are finite in every
+    caller), so no NaN can leak into the gradient.
+    """
+    values = tf.cast(values, tf.float32)
+    valid = tf.cast(valid, tf.bool)
+    num = tf.reduce_sum(tf.where(valid, values, tf.zeros_like(values)))
+    den = tf.reduce_sum(tf.cast(valid, tf.float32))
+    return num / tf.maximum(den, 1.0)
+
+
+def context_masks(context_labels, target_label):
+    """Positive / negative set masks (Fig. 2 of the paper).
+
+    Args:
+      context_labels: [B, C] int (or float) labels of the in-page context items, ``-1`` = padding.
+      target_label: [B] label of the target item (0/1).
+    Returns:
+      (pos_mask, neg_mask): [B, C] bool. ``pos`` = S+ (same label as the target: co-click or
+      co-non-click), ``neg`` = S- (different label: mono-click). Padding is in neither.
+    """
+    ctx = tf.cast(tf.round(tf.cast(context_labels, tf.float32)), tf.int32)
+    tgt = tf.cast(tf.round(tf.cast(target_label, tf.float32)), tf.int32)
+    tgt = tf.reshape(tgt, [-1, 1])
+    valid = ctx >= 0  # LABEL_PAD = -1
+    pos = tf.logical_and(valid, tf.equal(ctx, tgt))
+    neg = tf.logical_and(valid, tf.not_equal(ctx, tgt))
+    return pos, neg
+
+
+def collaborative_similarity(s_target, s_context, similarity="cosine"):
+    """Scalar scores used by Eq. 5, 6 and 8.
+
+    Args:
+      s_target: [B, D] collaborative degree of the target item (Eq. 4).
+      s_context: [B, C, D] collaborative degrees of the context items.
+      similarity: "cosine" (default) -> ``cos(s_target, s'_j)`` in [-1, 1];
+        "dot" -> ``<s_target, s'_j>``; "scalar" -> D must be 1 and the score is the
+        collaborative degree itself (``s_i``, ``s'_j`` read as scalars, the literal reading).
+    Returns:
+      (r_self [B], r_ctx [B, C]): the target's own score (``s_i`` in Eq. 5) and the context
+      items' scores (``s'_i`` in Eq. 5, 6, 8).
+    """
+    s_target = tf.cast(s_target, tf.float32)
+    s_context = tf.cast(s_context, tf.float32)
+    if similarity == "cosine":
+        t = tf.math.l2_normalize(s_target, axis=-1, epsilon=_EPS)
+        c = tf.math.l2_normalize(s_context, axis=-1, epsilon=_EPS)
+        r_ctx = tf.einsum("bd,bcd->bc", t, c)
+        r_self = tf.reduce_sum(t * t, axis=-1)  # 1 (0 only for an all-zero s_target)
+    elif similarity == "dot":
+        r_ctx = tf.einsum("bd,bcd->bc", s_target, s_context)
+        r_self = tf.reduce_sum(s_target * s_target, axis=-1)
+    elif similarity == "scalar":
+        if s_target.shape[-1] is not None and s_target.shape[-1] != 1:
+            raise ValueError("similarity='scalar' needs a 1-dimensional collaborative degree")
+        r_ctx = s_context[..., 0]
+        r_self = s_target[..., 0]
+    else:
+        raise ValueError(f"unknown similarity {similarity!r}")
+    return r_self, r_ctx
+
+
+def _masked_log_softmax(logits, mask):
+    """log softmax over the last axis restricted to ``mask`` (masked entries -> _NEG)."""
+    x = tf.where(mask, logits, _NEG * tf.ones_like(logits))
+    return tf.where(mask, tf.nn.log_softmax(x, axis=-1), _NEG * tf.ones_like(logits))
+
+
+def _masked_logsumexp(x, mask, axis):
+    x = tf.where(mask, x, _NEG * tf.ones_like(x))
+    return tf.reduce_logsumexp(x, axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 5-6: repulsion loss
+# ---------------------------------------------------------------------------------------------
+def repulsion_loss_per_example(s_target, s_context, context_labels, target_label, tau=0.5,
+                               similarity="cosine", stop_gradient_weights=False):
+    """Per-example repulsion loss, CCN Eq. 5-6.
+
+    ``l_i = -log( e^{r_i/tau} / (e^{r_i/tau} + M_i * sum_{j in S-_i} w-_j e^{r'_j/tau}) )``,
+    ``w-_j = softmax_{j in S-_i}(-r'_j/tau)`` (Eq. 6), ``M_i = |S-_i|``; ``r`` are the scalar
+    scores of :func:`collaborative_similarity`. Computed with log-sum-exp:
+    ``l_i = softplus(log M_i + LSE_j(log w-_j + r'_j/tau) - r_i/tau)``.
+
+    Args:
+      s_target: [B, D]; s_context: [B, C, D]; context_labels: [B, C] (-1 = padding);
+      target_label: [B]; tau: temperature.
+      similarity: see :func:`collaborative_similarity`.
+      stop_gradient_weights: treat the importance weights w- as constants (default False: the
+        literal formula, differentiated through the weights).
+    Returns:
+      (loss [B] float32, valid [B] bool): ``valid`` = S-_i non-empty; ``loss`` is 0 where not.
+    """
+    _, neg = context_masks(context_labels, target_label)
+    r_self, r_ctx = collaborative_similarity(s_target, s_context, similarity)
+    tau = tf.cast(tau, tf.float32)
+    log_w = _masked_log_softmax(-r_ctx / tau, neg)  # Eq. 6
+    if stop_gradient_weights:
+        log_w = tf.stop_gradient(log_w)
+    m = tf.reduce_sum(tf.cast(neg, tf.float32), axis=-1)  # M_i
+    valid = m > 0
+    log_neg = tf.math.log(tf.maximum(m, 1.0)) + _masked_logsumexp(log_w + r_ctx / tau, neg, -1)
+    # -log(a / (a + b)) = log(1 + b/a) = softplus(log b - log a)
+    loss = tf.nn.softplus(log_neg - r_self / tau)
+    return tf.where(valid, loss, tf.zeros_like(loss)), valid
+
+
+def repulsion_loss(s_target, s_context, context_labels, target_label, tau=0.5,
+                   similarity="cosine", stop_gradient_weights=False):
+    """CCN repulsion loss L_{S-} (Eq. 5-6), mean over examples with a non-empty S-.
+
+    See :func:`repulsion_loss_per_example` for the arguments. Returns a float32 scalar
+    (0 if no example of the batch has a negative context item).
+    """
+    loss, valid = repulsion_loss_per_example(s_target, s_context, context_labels, target_label,
+                                             tau, similarity, stop_gradient_weights)
+    return masked_mean(loss, valid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 7-8: attraction loss
+# ---------------------------------------------------------------------------------------------
+def _log_exp_vector(log_v):
+    """exp(log_v - max_d log_v): a positive vector with the same direction as exp(log_v)."""
+    return tf.exp(log_v - tf.stop_gradient(tf.reduce_max(log_v, axis=-1, keepdims=True)))
+
+
+def attraction_loss_per_example(s_target, s_context, context_labels, target_label, xi=0.8,
+                                similarity="cosine", weighting="similarity",
+                                stop_gradient_weights=False, cos_floor=-1.0 + 1e-6):
+    """Per-example attraction loss, CCN Eq. 7-8.
+
+    ``l_i = -log( cos(e^{s_i/xi}, sum_{j in S+_i} w+_j e^{s'_j/xi}) / 2 + 1/2 )`` with the
+    exponentials taken elementwise on the D-dim collaborative degrees and ``cos`` the cosine
+    similarity of the two D-vectors. The weights (Eq. 8):
+
+    * ``weighting="similarity"`` (default): ``w+_j = softmax_{j in S+}(-r'_j/xi)`` with
+      ``r'_j = sim(s_target, s'_j)`` (the same scalar as Eq. 5-6): the positives that are
+      already close to the target get less weight (no self-reinforcement, Sec. 2.3).
+    * ``weighting="elementwise"``: per dimension d, ``w+_jd = softmax_j(-s'_jd/xi)``; the
+      aggregate is then the per-dimension harmonic mean of ``e^{s'_jd/xi}``.
+
+    Numerics: both vectors are formed in log space and shifted by their max before ``exp``
+    (cosine is invariant to a positive rescaling of either vector), so ``e^{s/xi}`` never
+    overflows; the cosine is clipped to ``[cos_floor, 1]`` so ``log`` never sees 0.
+
+    Returns:
+      (loss [B] float32, valid [B] bool): ``valid`` = S+_i non-empty; ``loss`` is 0 where not.
+    """
+    pos, _ = context_masks(context_labels, target_label)
+    s_target = tf.cast(s_target, tf.float32)
+    s_context = tf.cast(s_context, tf.float32)
+    xi = tf.cast(xi, tf.float32)
+    valid = tf.reduce_any(pos, axis=-1)
+    pos3 = tf.broadcast_to(pos[:, :, None], tf.shape(s_context))
+    if weighting == "similarity":
+        _, r_ctx = collaborative_similarity(s_target, s_context, similarity)
+        log_w = _masked_log_softmax(-r_ctx / xi, pos)[:, :, None]  # Eq. 8, [B, C, 1]
+    elif weighting == "elementwise":
+        log_w = tf.where(pos3, -s_context / xi, _NEG * tf.ones_like(s_context))
+        log_w = tf.where(pos3, tf.nn.log_softmax(log_w, axis=1), _NEG * tf.ones_like(s_context))
+    else:
+        raise ValueError(f"unknown weighting {weighting!r}")
+    if stop_gradient_weights:
+        log_w = tf.stop_gradient(log_w)
+    # log of sum_j w_j e^{s'_j/xi}, per dimension: [B, D]
+    log_agg = _masked_logsumexp(log_w + s_context / xi, pos3, axis=1)
+    u = _log_exp_vector(s_target / xi)
+    v = _log_exp_vector(log_agg)
+    cos = tf.reduce_sum(tf.math.l2_normalize(u, -1, _EPS) * tf.math.l2_normalize(v, -1, _EPS), -1)
+    cos = tf.clip_by_value(cos, cos_floor, 1.0)
+    loss = -tf.math.log(0.5 * cos + 0.5)
+    return tf.where(valid, loss, tf.zeros_like(loss)), valid
+
+
+def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
+                    similarity="cosine", weighting="similarity", stop_gradient_weights=False):
+    """CCN attraction loss L_{S+} (Eq. 7-8), mean over examples with a non-empty S+.
+
+    See :func:`attraction_loss_per_example`. Returns a float32 scalar (0 if no example of the
+    batch has a positive context item).
+    """
+    loss, valid = attraction_loss_per_example(s_target, s_context, context_labels, target_label,
+                                              xi, similarity, weighting, stop_gradient_weights)
+    return masked_mean(loss, valid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 9-10, 12
+# ---------------------------------------------------------------------------------------------
+def p_s_plus(n0, n1, floor=1e-6):
+    """P_{S+} (Eq. 9): probability that two items of one page share their click label.
+
+    ``(N0 (N0-1) + N1 (N1-1)) / ((N0+N1)(N0+N1-1))`` with N1 / N0 the average number of clicked
+    / unclicked items per page (real numbers, so the binomials are extended to the reals).
+    Works on Python numbers (returns float) and tensors. The result is clipped to
+    ``[floor, 1]`` (with N0+N1 <= 1 the formula is undefined; we return 1).
+    """
+    if isinstance(n0, (int, float)) and isinstance(n1, (int, float)):
+        n = float(n0) + float(n1)
+        if n * (n - 1.0) <= 0.0:
+            return 1.0
+        p = (n0 * (n0 - 1.0) + n1 * (n1 - 1.0)) / (n * (n - 1.0))
+        return float(min(max(p, floor), 1.0))
+    n0 = tf.cast(n0, tf.float32)
+    n1 = tf.cast(n1, tf.float32)
+    n = n0 + n1
+    den = n * (n - 1.0)
+    ok = den > 0
+    p = (n0 * (n0 - 1.0) + n1 * (n1 - 1.0)) / tf.where(ok, den, tf.ones_like(den))
+    return tf.where(ok, tf.clip_by_value(p, floor, 1.0), tf.ones_like(p))
+
+
+def p_s_minus(n0, n1, floor=1e-6):
+    """P_{S-} = 1 - P_{S+} (Eq. 10)."""
+    return 1.0 - p_s_plus(n0, n1, floor)
+
+
+def attraction_ratio(p_plus):
+    """The attraction weight ``P_{S-} / P_{S+}`` of Eq. 12 (``p_plus`` already floored)."""
+    return (1.0 - p_plus) / p_plus
+
+
+def ccn_total(ce, l_minus, l_plus, lam, p_plus):
+    """CCN total loss (Eq. 12): ``L_CE + lam * (L_{S-} + P_{S-}/P_{S+} * L_{S+})``."""
+    p_plus = tf.cast(p_plus, tf.float32)
+    return (tf.cast(ce, tf.float32)
+            + tf.cast(lam, tf.float32) * (tf.cast(l_minus, tf.float32)
+                                          + attraction_ratio(p_plus) * tf.cast(l_plus, tf.float32)))
