@@ -14,6 +14,7 @@ setup(
         "tf-keras>=2.21,<2.22",
         "tensorflow-recommenders==0.7.7",
         "tensorflow-datasets>=4.9.10,<5",
+        "importlib_resources",  # tensorflow-datasets builders need it at import time
         "tensorflow-serving-api>=2.21,<2.22",
         "apache-beam>=2.77,<2.78",
         "google-crc32c>=1.5",  # Beam WriteToTFRecord needs a crc32c implementation
