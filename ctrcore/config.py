@@ -1,0 +1,191 @@
+"""Training configuration: one dataclass, the single source of truth for the trainer's options.
+
+``ccn.train`` defines one absl flag per field (same name, same default, help from the field's
+metadata), so ``--flagfile``s, ``train_config.json`` and this dataclass always agree. Pure
+Python (no TensorFlow import), so flag files can be validated cheaply.
+
+Model-specific options (loss hyper-parameters of CCN / AQCL) are not fields here: the trainer
+is model-agnostic and receives them, with the model factory, from the caller (``model_params``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+OPTIMIZERS = ("adagrad", "adam", "composite")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "parameter_server")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+
+
+class ConfigError(ValueError):
+    """An inconsistent or invalid configuration (raised before any work is done)."""
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d),
+                                 metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # -- data / run ---------------------------------------------------------------------------
+    data_dir: str = _f("", "Preprocessed data: {train,valid,test}-*.tfrecord.gz, feature_spec.json, "
+                           "vocab/, stats.json (output of pipelines.preprocess).")
+    model_dir: str = _f("", "Run directory: backup/ (resume), best/ (best weights by val AUC), tb/, "
+                            "train_config.json, history.json, metrics.json/.md.")
+    model: str = _f("ccn", "Model name (see ccn.models.MODELS).")
+    aux_losses: List[str] = _f([], "Extra auxiliary losses added to the model's own: ccn, aqcl, icl.")
+    train_split: str = _f("train", "Split to train on.")
+    valid_split: str = _f("valid", "Split used for val AUC (best checkpoint, early stopping).")
+    eval_split: str = _f("test", "Split evaluated at the end of training (metrics.json).")
+    # -- schedule -----------------------------------------------------------------------------
+    epochs: int = _f(3, "Number of epochs (an epoch is one pass over the training split unless "
+                        "--steps_per_epoch is set).")
+    steps_per_epoch: int = _f(0, "Steps per epoch; 0 = one pass over the training split "
+                                 "(stats.json examples[train] / batch_size).")
+    train_steps: Optional[int] = _f(None, "Cap on the total number of training steps (smoke runs); "
+                                          "must be > 0 when set.")
+    batch_size: int = _f(1024, "Training batch size (CCN paper: 1024).")
+    eval_batch_size: int = _f(4096, "Batch size for validation / evaluation.")
+    shuffle_buffer: int = _f(10000, "Record shuffle buffer of the training input.")
+    # -- optimisation -------------------------------------------------------------------------
+    optimizer: str = _f("adagrad", "adagrad (CCN paper) | adam | composite (Adagrad for embedding "
+                                   "tables + Adam for the dense layers, tfrs CompositeOptimizer).")
+    learning_rate: float = _f(0.001, "Initial learning rate (CCN paper: AdaGrad, 0.001, decayed).")
+    dense_learning_rate: float = _f(0.001, "Adam learning rate of the dense layers with "
+                                           "--optimizer=composite.")
+    lr_decay_steps: int = _f(10000, "InverseTimeDecay: lr(t) = lr / (1 + lr_decay_rate * t / "
+                                    "lr_decay_steps); 0 disables the decay.")
+    lr_decay_rate: float = _f(0.5, "InverseTimeDecay rate (see --lr_decay_steps).")
+    adagrad_initial_accumulator: float = _f(0.1, "Adagrad initial accumulator value.")
+    clipnorm: float = _f(0.0, "Gradient clipping by global norm (0 = off; not with composite).")
+    # -- backbone -----------------------------------------------------------------------------
+    emb_dim: int = _f(16, "Embedding dimension of every id feature.")
+    mlp_units: List[int] = _f([200, 80], "Hidden units of the prediction MLP.")
+    dropout: float = _f(0.2, "Dropout rate of the MLP (AQCL paper: 0.2).")
+    num_heads: int = _f(4, "Heads of the multi-head target attention (CCN paper: 4).")
+    l2_emb: float = _f(0.0, "L2 weight on the looked-up embedding rows (AQCL searches 1e-5..1e-1).")
+    l2_dense: float = _f(0.0, "L2 weight on the MLP kernels.")
+    cm_dim: int = _f(16, "Dimension of the collaborative degree s (CCN Eq. 4; 1 = scalar).")
+    # -- reproducibility / performance --------------------------------------------------------
+    seed: int = _f(0, "Seed of weights init, dropout, shuffling (tf_keras.utils.set_random_seed).")
+    deterministic: bool = _f(False, "Deterministic input order (sequential shards, no parallel "
+                                    "non-determinism) and tf op determinism (slower).")
+    distribution: str = _f("none", "none | mirrored (all local GPUs) | multi_worker_mirrored "
+                                   "(TF_CONFIG) | parameter_server (TF_CONFIG).")
+    jit_compile: bool = _f(False, "XLA-compile the train step.")
+    mixed_precision: str = _f("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
+    steps_per_execution: int = _f(1, "Train steps run per tf.function call.")
+    # -- checkpoints / stopping / logging -------------------------------------------------------
+    backup_every_steps: int = _f(200, "BackupAndRestore save frequency in steps (a killed run "
+                                      "resumes from the last one); 0 = at every epoch end only.")
+    early_stopping_patience: int = _f(2, "Stop after this many epochs without a better val AUC; "
+                                         "0 = no early stopping.")
+    tb_update_freq: int = _f(100, "TensorBoard: log train losses every N steps.")
+    verbose: int = _f(2, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
+    overwrite: bool = _f(False, "Delete MODEL_DIR first (otherwise a finished run is not retrained "
+                                "and an unfinished one resumes).")
+    # -- export ---------------------------------------------------------------------------------
+    export_base: str = _f("", "If set (with --model_name), export the serving graph to "
+                              "EXPORT_BASE/MODEL_NAME/VERSION at the end (serving.export).")
+    model_name: str = _f("", "Name of the exported model (TF Serving MODEL_NAME).")
+
+    # -------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        known = set(cls.field_names())
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def backbone_hparams(self) -> Dict[str, Any]:
+        """Keyword arguments of ``ctrcore.backbones.build_backbone``."""
+        return {"emb_dim": self.emb_dim, "mlp_units": list(self.mlp_units), "dropout": self.dropout,
+                "heads": self.num_heads, "l2_emb": self.l2_emb, "l2_dense": self.l2_dense,
+                "cm_dim": self.cm_dim}
+
+    def validate(self, check_data: bool = True) -> None:
+        """Raise :class:`ConfigError` naming every problem found (generic checks only)."""
+        errs: List[str] = []
+        if not self.data_dir:
+            errs.append("--data_dir is required")
+        if not self.model_dir:
+            errs.append("--model_dir is required")
+        if self.epochs <= 0:
+            errs.append(f"--epochs must be > 0, got {self.epochs}")
+        if self.train_steps is not None and self.train_steps <= 0:
+            errs.append(f"--train_steps must be > 0 when set, got {self.train_steps}")
+        if self.steps_per_epoch < 0:
+            errs.append(f"--steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
+        for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "steps_per_execution",
+                     "emb_dim", "num_heads", "cm_dim"):
+            if getattr(self, name) <= 0:
+                errs.append(f"--{name} must be > 0, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            errs.append(f"--optimizer={self.optimizer!r} unknown; choose one of {OPTIMIZERS}")
+        if self.optimizer == "composite" and self.clipnorm:
+            errs.append("--clipnorm is not supported with --optimizer=composite")
+        if self.learning_rate <= 0 or self.dense_learning_rate <= 0:
+            errs.append("--learning_rate and --dense_learning_rate must be > 0")
+        if self.lr_decay_steps < 0 or self.lr_decay_rate < 0:
+            errs.append("--lr_decay_steps and --lr_decay_rate must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            errs.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.l2_emb < 0 or self.l2_dense < 0:
+            errs.append("--l2_emb and --l2_dense must be >= 0")
+        if not self.mlp_units or any(int(u) <= 0 for u in self.mlp_units):
+            errs.append(f"--mlp_units must be a non-empty list of positive ints, got {self.mlp_units}")
+        if self.distribution not in DISTRIBUTIONS:
+            errs.append(f"--distribution={self.distribution!r} unknown; choose one of {DISTRIBUTIONS}")
+        if self.distribution in ("multi_worker_mirrored", "parameter_server") and not os.environ.get("TF_CONFIG"):
+            errs.append(f"--distribution={self.distribution} needs the TF_CONFIG environment variable")
+        if self.mixed_precision not in MIXED_PRECISION:
+            errs.append(f"--mixed_precision={self.mixed_precision!r} unknown; choose one of {MIXED_PRECISION}")
+        if self.backup_every_steps < 0 or self.early_stopping_patience < 0:
+            errs.append("--backup_every_steps and --early_stopping_patience must be >= 0")
+        if bool(self.export_base) != bool(self.model_name):
+            errs.append("--export_base and --model_name must be given together")
+        if len({self.train_split, self.valid_split}) != 2:
+            errs.append("--train_split and --valid_split must differ")
+        if check_data and self.data_dir:
+            errs.extend(check_data_dir(self.data_dir, (self.train_split, self.valid_split, self.eval_split)))
+        if errs:
+            raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(errs))
+
+
+def check_data_dir(data_dir: str, splits: Sequence[str]) -> List[str]:
+    """Problems with a preprocessed data directory (missing spec / stats / shards)."""
+    errs = []
+    if "://" in data_dir:  # gs://, hdfs://: checked through tf.io.gfile (imports TensorFlow)
+        import tensorflow as tf
+
+        exists, glob = tf.io.gfile.exists, tf.io.gfile.glob
+    else:
+        import glob as _glob
+
+        exists, glob = os.path.exists, _glob.glob
+    if not exists(data_dir):
+        return [f"--data_dir={data_dir} does not exist (run pipelines.preprocess first)"]
+    for fname in ("feature_spec.json", "stats.json"):
+        p = os.path.join(data_dir, fname)
+        if not exists(p):
+            errs.append(f"{p} missing: --data_dir must be the output of pipelines.preprocess")
+        elif "://" not in p:
+            try:
+                with open(p) as fh:
+                    json.load(fh)
+            except ValueError as e:
+                errs.append(f"{p} is not valid JSON: {e}")
+    for split in dict.fromkeys(splits):
+        if not glob(os.path.join(data_dir, f"{split}-*.tfrecord.gz")):
+            errs.append(f"no {split}-*.tfrecord.gz shards under {data_dir}")
+    return errs

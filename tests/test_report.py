@@ -1,0 +1,109 @@
+"""ccn.report over hand-made run directories (no TensorFlow): grouping, mean ± std, RelaImpr,
+row order, missing rows, skipped runs, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ccn import report
+from ctrcore import metrics as M
+
+
+def _run(root, key, seed, auc, groups=(0.6, 0.7, 0.8), gauc=0.65, evaluated=True):
+    d = os.path.join(root, key, f"seed{seed}")
+    os.makedirs(d)
+    model = key.split("+")[0]
+    data = {"source": "fake", "stats_sha256": "abc", "feature_spec_sha256": "def"}
+    if evaluated:
+        m = {"auc": auc, "gauc": gauc, "page_auc": auc - 0.05, "logloss": 0.6, "n": 100,
+             "run_key": key, "model": model, "seed": seed, "split": "test", "data_dir": "out/x",
+             "data": data, "best_epoch": 2,
+             "groups": {g: {"auc": a, "gauc": a, "n": 10} for g, a in zip(M.GROUP_NAMES, groups)}}
+        with open(os.path.join(d, "metrics.json"), "w") as fh:
+            json.dump(m, fh)
+    with open(os.path.join(d, "train_config.json"), "w") as fh:
+        json.dump({"seed": seed, "run_info": {"run_key": key, "command":
+                                              f"python -m ccn.train --flagfile=configs/{model}_synthetic.flags --seed={seed}"},
+                   "data": data}, fh)
+    with open(os.path.join(d, "history.json"), "w") as fh:
+        json.dump({"runtime": {"train_seconds": 10.0 + seed, "wall_seconds": 12.0, "steps": 100,
+                               "examples_per_second": 1000.0}}, fh)
+    return d
+
+
+def test_aggregate_mean_std_relaimpr_and_order(tmp_path):
+    root = str(tmp_path)
+    for s, a in enumerate([0.70, 0.72, 0.74]):
+        _run(root, "tan", s, a)
+    for s, a in enumerate([0.75, 0.77]):
+        _run(root, "ccn", s, a, groups=(0.65, 0.72, 0.81))
+    _run(root, "din", 0, 0.69)
+    _run(root, "sim", 0, 0.0, evaluated=False)  # matched, no metrics.json
+    md, data = report.build_report(os.path.join(root, "*", "seed*"), layout="ccn", base="tan")
+    g = data["groups"]
+    assert g["tan"]["n_seeds"] == 3 and g["tan"]["seeds"] == [0, 1, 2]
+    assert g["tan"]["auc"]["mean"] == pytest.approx(0.72)
+    assert g["tan"]["auc"]["std"] == pytest.approx(np.std([0.70, 0.72, 0.74], ddof=1))
+    assert g["din"]["auc"]["std"] is None  # one seed: no std
+    assert g["ccn"]["relaimpr"]["auc"] == pytest.approx(M.relaimpr(0.76, 0.72))
+    assert g["ccn"]["relaimpr"]["groups"]["highly_active"] == pytest.approx(M.relaimpr(0.81, 0.8))
+    assert g["tan"]["relaimpr"]["auc"] == pytest.approx(0.0)
+    assert g["ccn"]["runtime"]["train_seconds"]["mean"] == pytest.approx(10.5)
+    # rows in CCN Table 2 order, missing rows as "not run", numbers from the files
+    lines = [l for l in md.splitlines() if l.startswith("| ")]
+    order = [l.split("|")[1].strip() for l in lines[1:]]
+    assert order[0].startswith("Wide&Deep") and "not run" in lines[1]
+    assert [o.split(" (`")[0] for o in order] == [r[1] for r in report.LAYOUTS["ccn"]]
+    assert "0.7600 ± 0.0141" in md and "+18.18%" in md  # ccn: mean ± std, RelaImpr vs tan
+    assert "SIM (`sim`) | 0 | not run" in md
+    assert "no metrics.json" in md  # the unevaluated sim run is reported
+    assert "--flagfile=configs/ccn_synthetic.flags --seed=1" in md
+    assert "seeds: [0, 1, 2]" in md
+
+
+def test_aqcl_layouts_and_extra_rows(tmp_path):
+    root = str(tmp_path)
+    _run(root, "din", 0, 0.6956, groups=(0.6719, 0.7064, 0.7998))
+    _run(root, "din+aqcl", 0, 0.7078, groups=(0.6826, 0.7231, 0.8105))
+    _run(root, "wide_deep", 0, 0.68)
+    _run(root, "wide_deep+aqcl", 0, 0.69)
+    _run(root, "tan", 0, 0.70)  # not in the AQCL layouts -> listed after them
+    md, data = report.build_report(os.path.join(root, "*", "seed*"), layout="aqcl")
+    assert data["base"] == "din"
+    ri = data["groups"]["din+aqcl"]["relaimpr"]
+    assert ri["auc"] == pytest.approx(6.24, abs=0.01)  # AQCL Table 2 (Amazon) numbers reproduce
+    assert ri["groups"]["non_active"] == pytest.approx(6.22, abs=0.02)
+    assert ri["groups"]["slightly_active"] == pytest.approx(8.09, abs=0.02)
+    assert "| AQCL (`din+aqcl`) |" in md and "| DMR (`din+dmr`) | 0 | not run" in md
+    assert md.index("AQCL (`din+aqcl`)") < md.index("TAN (`tan`)")
+    md2, data2 = report.build_report(os.path.join(root, "*", "seed*"), layout="aqcl_backbones")
+    assert data2["groups"]["wide_deep+aqcl"]["relaimpr_base"] == "wide_deep"
+    assert data2["groups"]["din+aqcl"]["relaimpr_base"] == "din"
+    assert data2["groups"]["din"]["relaimpr"] is None
+
+
+def test_no_runs_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        report.build_report(os.path.join(str(tmp_path), "*"))
+    with pytest.raises(ValueError, match="layout"):
+        _run(str(tmp_path), "din", 0, 0.7)
+        report.build_report(os.path.join(str(tmp_path), "*", "seed*"), layout="nope")
+
+
+def test_cli_writes_markdown_and_json(tmp_path):
+    root = str(tmp_path / "runs")
+    _run(root, "tan", 0, 0.70)
+    _run(root, "ccn", 0, 0.73)
+    out, js = str(tmp_path / "r" / "t.md"), str(tmp_path / "r" / "t.json")
+    r = subprocess.run([sys.executable, "-m", "ccn.report", f"--runs_glob={root}/*/seed*", "--base=tan",
+                        f"--output={out}", f"--json={js}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "CCN (`ccn`)" in open(out).read()
+    data = json.load(open(js))
+    assert data["groups"]["ccn"]["relaimpr"]["auc"] == pytest.approx(M.relaimpr(0.73, 0.70))
+    r = subprocess.run([sys.executable, "-m", "ccn.report", f"--runs_glob={tmp_path}/none*"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no evaluated runs" in r.stderr
