@@ -1,0 +1,290 @@
+"""Log sources: generic mapping (CSV / JSONL / Parquet), mapping validation, registry, and the
+built-in MIND / Amazon Beauty sources against the SOURCE.md counts."""
+import datetime
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.sources import get_source, summarize, verify_counts
+from pipelines.sources.base import DeadLetter
+from pipelines.sources.generic import GenericSource, MappingError, load_mapping
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MIND = DATA / "mind_small_sample"
+AMAZON = DATA / "amazon_beauty_5core"
+needs_mind = pytest.mark.skipif(not (MIND / "behaviors.tsv").exists(),
+                                reason=f"MIND sample not found at {MIND} (shared data absent)")
+needs_amazon = pytest.mark.skipif(not (AMAZON / "s3rec_Beauty.txt").exists(),
+                                  reason=f"Amazon Beauty files not found at {AMAZON}")
+
+# A made-up log schema: sessions of a shop app, string actions, ISO-like times, a sex column.
+LOG = pd.DataFrame({
+    "sess": ["s1", "s1", "s1", "s2", "s2"],
+    "uid": ["a", "a", "a", "b", "b"],
+    "sku": ["x1", "x2", "x3", "x2", "x4"],
+    "act": ["click", "view", "view", "view", "click"],
+    "ts": ["2024-01-02 10:00:00"] * 3 + ["2024-01-03 11:30:00"] * 2,
+    "rank": [1, 2, 3, 1, 2],
+    "sex": ["f", "f", "f", "m", "m"],
+})
+MAPPING = {
+    "format": "csv",
+    "columns": {"page_id": "sess", "user_id": "uid", "item_id": "sku", "clicked": "act",
+                "timestamp": "ts", "position": "rank"},
+    "user_profile": {"gender": "sex"},
+    "timestamp_format": "%Y-%m-%d %H:%M:%S",
+    "label_values": {"click": 1, "view": 0},
+    "constants": {"seller_id": "shop"},
+}
+
+
+def _write(tmp_path, fmt):
+    path = tmp_path / f"log.{fmt}"
+    if fmt == "csv":
+        LOG.to_csv(path, index=False)
+    elif fmt == "jsonl":
+        LOG.to_json(path, orient="records", lines=True)
+    else:
+        LOG.to_parquet(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_generic_source_formats(tmp_path, fmt):
+    path = _write(tmp_path, fmt)
+    src = get_source("generic", path, mapping={**MAPPING, "format": fmt})
+    assert src.label_values == {"click": 1, "view": 0}
+    assert src.timestamp_format == "%Y-%m-%d %H:%M:%S"
+    assert (src.positives_only, src.split, src.user_profile) == (False, "time", ("gender",))
+    rows = list(src.read())
+    assert len(rows) == 5 and not any(isinstance(r, DeadLetter) for r in rows)
+    r = rows[0]
+    assert (r["page_id"], r["user_id"], r["item_id"], r["clicked"]) == ("s1", "a", "x1", "click")
+    assert r["user_gender"] == "f" and r["seller_id"] == "shop"
+    assert str(r["position"]) == "1" and r["timestamp"] == "2024-01-02 10:00:00"
+    assert r["_origin"] == f"{path}:{2 if fmt == 'csv' else 1}"  # csv line 1 is the header
+    assert summarize(rows) == dict(pages=2, users=2, items=4, interactions=5, exposures=5,
+                                   clicks=0, history=0, dead_letters=0)  # labels still raw
+
+
+def test_generic_rows_canonicalize(tmp_path):
+    canonical = pytest.importorskip("pipelines.canonical")
+    src = get_source("generic", _write(tmp_path, "csv"), mapping=MAPPING)
+    rows = [canonical.canonicalize(r, timestamp_format=src.timestamp_format,
+                                   label_values=src.label_values,
+                                   positives_only=src.positives_only) for r in src.read()]
+    assert [r["clicked"] for r in rows] == [1, 0, 0, 0, 1]
+    assert rows[0]["timestamp"] == int(datetime.datetime(2024, 1, 2, 10, tzinfo=datetime.timezone.utc).timestamp())
+
+
+def test_generic_mapping_file_and_directory_input(tmp_path):
+    (tmp_path / "logs").mkdir()
+    LOG.to_csv(tmp_path / "logs" / "b.csv", index=False)
+    LOG.to_csv(tmp_path / "logs" / "a.csv", index=False)
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(MAPPING))
+    src = get_source("generic", str(tmp_path / "logs"), mapping=str(mpath))
+    assert [Path(f).name for f in src.files()] == ["a.csv", "b.csv"]
+    assert len(list(src.read())) == 10
+
+
+def test_generic_dead_letters(tmp_path):
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("sess,uid,sku,act,ts,rank,sex\ns1,a,x1,click,2024-01-02 10:00:00,1,f\n"
+                        "s1,a,x2\n\ns1,a,x3,view,2024-01-02 10:00:00,3,f\n")
+    out = list(get_source("generic", str(csv_path), mapping=MAPPING).read())
+    assert [type(o).__name__ for o in out] == ["dict", "DeadLetter", "dict"]
+    assert out[1].reason == "bad_column_count" and out[1].origin == f"{csv_path}:3"
+    assert "expected 7 columns, got 3" in out[1].detail and out[1].raw == "s1,a,x2"
+    assert out[2]["_origin"] == f"{csv_path}:5"
+    jl = tmp_path / "bad.jsonl"
+    jl.write_text('{"sess":"s1","uid":"a","sku":"x","act":"view","ts":"t","rank":1,"sex":"f"}\n'
+                  '{"sess": broken\n[1, 2]\n{"sess":"s2","uid":"b","sku":"y","act":"view"}\n')
+    out = list(get_source("generic", str(jl), mapping={**MAPPING, "format": "jsonl"}).read())
+    assert [getattr(o, "reason", "row") for o in out] == ["row", "bad_json", "bad_json", "row"]
+    assert out[1].origin == f"{jl}:2"
+    assert out[3]["timestamp"] is None  # missing key -> None: canonical.py says missing_field
+
+
+def test_generic_headerless_csv_and_positives_only(tmp_path):
+    path = tmp_path / "reviews.tsv"
+    path.write_text("u1\ti1\t1700000000\nu1\ti2\t1700000100\nu2\ti1\t1700000050\n")
+    src = get_source("generic", str(path), mapping={
+        "format": "csv", "delimiter": "\t", "header": False, "positives_only": True,
+        "columns": {"user_id": 0, "item_id": 1, "timestamp": 2}})
+    assert src.positives_only and src.split == "leave_last_out"
+    rows = list(src.read())
+    assert [(r["user_id"], r["item_id"], r["clicked"]) for r in rows][0] == ("u1", "i1", 1)
+
+
+def test_generic_optional_column_may_be_absent(tmp_path):
+    path = _write(tmp_path, "csv")
+    m = {**MAPPING, "columns": {**MAPPING["columns"], "category_id": "cat"},
+         "optional": ["category_id"]}
+    rows = list(get_source("generic", path, mapping=m).read())
+    assert len(rows) == 5 and "category_id" not in rows[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"columns": {**MAPPING["columns"], "colour": "c"}}, "unknown canonical field 'colour'"),
+    ({"columns": {k: v for k, v in MAPPING["columns"].items() if k != "timestamp"}},
+     "required canonical field(s) ['timestamp'] not mapped"),
+    ({"columns": {**MAPPING["columns"], "user_sex": "sex"}}, "declare user profile columns"),
+    ({"timestamp_format": "iso"}, "\"timestamp_format\" is 'iso'"),
+    ({"split": "random"}, "\"split\" is 'random'"),
+    ({"label_values": {"click": 2}}, "must map to 0 or 1"),
+    ({"format": "xlsx"}, "\"format\" is 'xlsx'"),
+    ({"colums": {}}, "unknown key(s) ['colums']"),
+    ({"optional": ["user_id"]}, "'user_id', but it is a required canonical field"),
+])
+def test_mapping_validation_errors(change, message):
+    with pytest.raises(MappingError) as e:
+        load_mapping({**MAPPING, **change}, name="my_mapping.json")
+    assert message in str(e.value) and "my_mapping.json" in str(e.value)
+
+
+def test_mapping_column_missing_from_file_names_column_and_file(tmp_path):
+    path = _write(tmp_path, "csv")
+    mpath = tmp_path / "map.json"
+    mpath.write_text(json.dumps({**MAPPING, "columns": {**MAPPING["columns"], "item_id": "SKU"}}))
+    with pytest.raises(MappingError) as e:
+        GenericSource(path, str(mpath))
+    msg = str(e.value)
+    assert "'SKU'" in msg and "'item_id'" in msg and path in msg and str(mpath) in msg
+    for fmt in ("jsonl", "parquet"):
+        p = _write(tmp_path, fmt)
+        with pytest.raises(MappingError, match="column 'SKU'"):
+            GenericSource(p, {**MAPPING, "format": fmt,
+                              "columns": {**MAPPING["columns"], "item_id": "SKU"}})
+
+
+def test_mapping_file_errors(tmp_path):
+    with pytest.raises(MappingError, match="not found"):
+        load_mapping(str(tmp_path / "nope.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(MappingError, match="bad.json is not valid JSON"):
+        load_mapping(str(bad))
+
+
+def test_registry_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown source 'kafka'"):
+        get_source("kafka", "x")
+    with pytest.raises(ValueError, match="needs --mapping"):
+        get_source("generic", "x")
+    with pytest.raises(ValueError, match="takes no mapping"):
+        get_source("mind", str(MIND), mapping={})
+    with pytest.raises(FileNotFoundError, match="no input files"):
+        get_source("synthetic", str(tmp_path / "missing.csv"))
+
+
+# ---------------------------------------------------------------------------------------------
+# MIND
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mind_rows():
+    if not (MIND / "behaviors.tsv").exists():
+        pytest.skip(f"MIND sample not found at {MIND} (shared data absent)")
+    return list(get_source("mind", str(MIND)).read())
+
+
+@needs_mind
+def test_mind_counts_match_source_md(mind_rows):
+    s = summarize(mind_rows)
+    assert (s["pages"], s["users"], s["exposures"], s["clicks"]) == (5000, 4637, 189359, 7542)
+    assert s["dead_letters"] == 0
+    src = get_source("mind", str(MIND))
+    assert verify_counts(src, rows=mind_rows) == {}
+    assert src.EXPECTED_COUNTS and src.timestamp_format == "%m/%d/%Y %I:%M:%S %p"
+    assert (src.positives_only, src.split, src.label_values) == (False, "time", None)
+
+
+@needs_mind
+def test_mind_history_once_per_user_and_before_window(mind_rows):
+    fmt = "%m/%d/%Y %I:%M:%S %p"
+    lines = [l.rstrip("\n").split("\t") for l in open(MIND / "behaviors.tsv")]
+    hist = {}
+    for l in lines:
+        hist.setdefault(l[1], l[3].split())
+    history = [r for r in mind_rows if r["is_history"] == 1]
+    assert len(history) == sum(len(h) for h in hist.values())  # 327 repeat users: once each
+    first = min(datetime.datetime.strptime(l[2], fmt) for l in lines)
+    last_hist = max(datetime.datetime.strptime(t, fmt) for t in {r["timestamp"] for r in history})
+    assert last_hist < first
+    u = lines[0][1]
+    assert [r["item_id"] for r in history if r["user_id"] == u] == hist[u]
+    ts = [datetime.datetime.strptime(r["timestamp"], fmt) for r in history if r["user_id"] == u]
+    assert ts == sorted(ts)
+    assert all(r["clicked"] == 1 and r["page_id"] == "" for r in history)
+
+
+@needs_mind
+def test_mind_trigger_and_news_features(mind_rows):
+    first_line = open(MIND / "behaviors.tsv").readline().rstrip("\n").split("\t")
+    exp = [r for r in mind_rows if r["is_history"] == 0]
+    page = [r for r in exp if r["page_id"] == first_line[0]]
+    assert all(r["trigger_item_id"] == first_line[3].split()[-1] for r in page)
+    assert [r["position"] for r in page] == list(range(len(first_line[4].split())))
+    with_cat = [r for r in exp if r["category_id"]]
+    assert with_cat and all(r["seller_id"] for r in with_cat)  # subcategory rides along
+
+
+def test_mind_malformed_lines(tmp_path):
+    (tmp_path / "behaviors.tsv").write_text(
+        "1\tU1\t11/9/2019 1:00:00 AM\tN1 N2\tN3-1 N4-x N5 N6-0\n"
+        "2\tU1\t11/9/2019 2:00:00 AM\n"
+        "3\tU2\t11/9/2019 3:00:00 PM\t\tN3-0\n")
+    (tmp_path / "news.tsv").write_text("N3\tsports\tracing\tt\ta\tu\t[]\t[]\n")
+    out = list(get_source("mind", str(tmp_path)).read())
+    dead = [o for o in out if isinstance(o, DeadLetter)]
+    assert [d.reason for d in dead] == ["bad_impression_token", "bad_column_count"]
+    assert "'N5'" in dead[0].detail and dead[1].origin.endswith("behaviors.tsv:2")
+    rows = [o for o in out if not isinstance(o, DeadLetter)]
+    assert [r["clicked"] for r in rows if not r["is_history"]] == ["1", "x", "0", "0"]
+    assert rows[2]["category_id"] == "sports" and rows[2]["seller_id"] == "racing"
+    assert rows[-1]["trigger_item_id"] == ""  # empty history: no trigger
+    assert [r["timestamp"] for r in rows[:2]] == ["11/09/2019 12:59:58 AM",
+                                                  "11/09/2019 12:59:59 AM"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Amazon Beauty
+# ---------------------------------------------------------------------------------------------
+@needs_amazon
+def test_amazon_counts_and_protocol():
+    src = get_source("amazon_beauty", str(AMAZON))
+    assert (src.positives_only, src.split, src.timestamp_format) == (True, "leave_last_out", "unix")
+    rows = list(src.read())
+    s = summarize(rows)
+    assert (s["users"], s["items"], s["interactions"]) == (22363, 12101, 198502)
+    assert s["dead_letters"] == 0 and s["clicks"] == 198502
+    assert verify_counts(src, rows=rows) == {}
+    # every review its own (user, timestamp) event, strictly increasing per user
+    assert len({(r["user_id"], r["timestamp"]) for r in rows}) == 198502
+    first = [r for r in rows if r["user_id"] == "2"]
+    assert [r["item_id"] for r in first] == "6 7 8 9 10 4 11".split()
+    assert [r["timestamp"] for r in first] == [0, 3801601, 3801602, 4406403, 5270404, 5356805,
+                                               5356806]
+    assert [r["trigger_item_id"] for r in first[:3]] == ["", "6", "7"]
+    assert len({r["category_id"] for r in rows}) == 195 and all(r["category_id"] for r in rows)
+    attrs = json.loads((AMAZON / "s3rec_Beauty_item2attributes.json").read_text())
+    r = next(r for r in rows if r["seller_id"])
+    assert r["seller_id"] == str(attrs[r["item_id"]][0])
+    assert r["category_id"] == str(attrs[r["item_id"]][-1])
+
+
+def test_amazon_misaligned_lines(tmp_path):
+    (tmp_path / "s3rec_Beauty.txt").write_text("1 5 6 7\n2 8 9\n3 1 2\n")
+    (tmp_path / "timeweaver_Beauty_time_intervals.txt").write_text(
+        "1 5 6 7\t0 86400 0\n2 8 7\t0 10\n")
+    (tmp_path / "s3rec_Beauty_item2attributes.json").write_text(
+        json.dumps({"5": [100, 1, 2], "6": [1, 3], "7": [101]}))
+    out = list(get_source("amazon_beauty", str(tmp_path)).read())
+    rows = [o for o in out if not isinstance(o, DeadLetter)]
+    assert [(r["timestamp"], r["category_id"], r["seller_id"]) for r in rows] == [
+        (0, "2", "100"), (86401, "3", ""), (86402, "", "101")]
+    assert [(d.reason, d.origin.rsplit(":", 1)[1]) for d in out if isinstance(d, DeadLetter)] \
+        == [("misaligned_line", "2"), ("misaligned_line", "3")]
