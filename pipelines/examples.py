@@ -186,6 +186,9 @@ class UserExampleBuilder:
         # --- pages -> examples -------------------------------------------------------------------
         S, Lg, C = cfg.short_len, cfg.long_len, cfg.max_context
         pad = tfx.PAD_VALUE
+        neg1 = tfx.varint(-1)
+        sbe = tfx.scalar_bytes_entry
+        label_entry = {0: tfx.scalar_int64_entry("label", 0), 1: tfx.scalar_int64_entry("label", 1)}
         j = 0
         max_train_L = -1
         user_enc = tfx.bytes_entry("user_id", [user])
@@ -212,30 +215,41 @@ class UserExampleBuilder:
             common_b = b"".join(common)
 
             sides = [side(r) for r in prs]
-            enc = [(tfx.bytes_value(r["item_id"]), tfx.bytes_value(cs[0]), tfx.bytes_value(cs[1]))
-                   for r, cs in zip(prs, sides)]
+            bv = tfx.bytes_value
+            cols = ([bv(r["item_id"]) for r in prs], [bv(c[0]) for c in sides],
+                    [bv(c[1]) for c in sides])
+            nocap = n - 1 <= C
+            if nocap:
+                pad_tail = pad * (C - n + 1)
+                lab_tail = neg1 * (C - n + 1)
+            lab_bytes = bytes(labels)  # 0/1 labels are their own one-byte varints
             for i, r in enumerate(prs):
-                ctx = choose_context(labels, i, C, (cfg.seed, "ctx", user, pid, i))
-                padn = [pad] * (C - len(ctx))
+                if nocap:
+                    ctx_inner = [b"".join(col[:i]) + b"".join(col[i + 1:]) + pad_tail
+                                 for col in cols]
+                    ctx_lab = lab_bytes[:i] + lab_bytes[i + 1:] + lab_tail
+                else:
+                    ctx = choose_context(labels, i, C, (cfg.seed, "ctx", user, pid, i))
+                    fill = C - len(ctx)
+                    ctx_inner = [b"".join([col[c] for c in ctx]) + pad * fill for col in cols]
+                    ctx_lab = bytes([labels[c] for c in ctx]) + neg1 * fill
                 trig = r["trigger_item_id"]
                 tc, tsel = item_table.get(trig, no_side) if trig else no_side
+                cs = sides[i]
                 entries = [common_b,
-                           tfx.bytes_entry_encoded("item_id", [enc[i][0]]),
-                           tfx.bytes_entry_encoded("category_id", [enc[i][1]]),
-                           tfx.bytes_entry_encoded("seller_id", [enc[i][2]]),
-                           tfx.bytes_entry("trigger_item_id", [trig]),
-                           tfx.bytes_entry("trigger_category_id", [tc]),
-                           tfx.bytes_entry("trigger_seller_id", [tsel]),
-                           tfx.int64_entry("label", [labels[i]]),
-                           tfx.bytes_entry_encoded("context_item_ids", [enc[c][0] for c in ctx] + padn),
-                           tfx.bytes_entry_encoded("context_category_ids",
-                                                   [enc[c][1] for c in ctx] + padn),
-                           tfx.bytes_entry_encoded("context_seller_ids",
-                                                   [enc[c][2] for c in ctx] + padn),
-                           tfx.int64_entry("context_labels",
-                                           [labels[c] for c in ctx] + [-1] * (C - len(ctx)))]
+                           sbe("item_id", r["item_id"]),
+                           sbe("category_id", cs[0]),
+                           sbe("seller_id", cs[1]),
+                           sbe("trigger_item_id", trig),
+                           sbe("trigger_category_id", tc),
+                           sbe("trigger_seller_id", tsel),
+                           label_entry[labels[i]],
+                           tfx.bytes_entry_joined("context_item_ids", ctx_inner[0]),
+                           tfx.bytes_entry_joined("context_category_ids", ctx_inner[1]),
+                           tfx.bytes_entry_joined("context_seller_ids", ctx_inner[2]),
+                           tfx.int64_entry_packed("context_labels", ctx_lab)]
                 for k in self.profile_keys:
-                    entries.append(tfx.bytes_entry(k, [r.get(k, "")]))
+                    entries.append(sbe(k, r.get(k, "")))
                 yield split, tfx.example(entries)
             stats[("pages", split)] += 1
             stats[("examples", split)] += n

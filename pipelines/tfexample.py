@@ -35,9 +35,14 @@ def _varint_slow(n: int) -> bytes:
 _VARINT_CACHE = [_varint_slow(i) for i in range(1 << 14)]
 
 
+_NEG1 = _varint_slow(-1)
+
+
 def varint(n: int) -> bytes:
     if 0 <= n < 16384:
         return _VARINT_CACHE[n]
+    if n == -1:
+        return _NEG1
     return _varint_slow(n)
 
 
@@ -51,20 +56,37 @@ def bytes_value(s: str) -> bytes:
 PAD_VALUE = bytes_value("")
 
 
+@functools.lru_cache(maxsize=None)
+def _key(name: str) -> bytes:
+    """Encoded map-entry key field (tag 1) of a feature name."""
+    k = name.encode("utf-8")
+    return b"\x0a" + varint(len(k)) + k
+
+
 def _entry(key: bytes, feature: bytes) -> bytes:
-    body = b"\x0a" + varint(len(key)) + key + b"\x12" + varint(len(feature)) + feature
+    body = key + b"\x12" + varint(len(feature)) + feature
     return b"\x0a" + varint(len(body)) + body
 
 
-@functools.lru_cache(maxsize=None)
-def _key(name: str) -> bytes:
-    return name.encode("utf-8")
+def bytes_entry_joined(name: str, inner: bytes) -> bytes:
+    """Map entry of a bytes feature from the concatenation of encoded values."""
+    return _entry(_key(name), b"\x0a" + varint(len(inner)) + inner)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def scalar_bytes_entry(name: str, value: str) -> bytes:
+    """Cached map entry of a one-string feature (ids repeat a lot)."""
+    return bytes_entry_joined(name, bytes_value(value))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def scalar_int64_entry(name: str, value: int) -> bytes:
+    return int64_entry(name, [value])
 
 
 def bytes_entry_encoded(name: str, encoded_values: Iterable[bytes]) -> bytes:
     """Map entry of a bytes feature from already-encoded values (see :func:`bytes_value`)."""
-    inner = b"".join(encoded_values)
-    return _entry(_key(name), b"\x0a" + varint(len(inner)) + inner)
+    return bytes_entry_joined(name, b"".join(encoded_values))
 
 
 def bytes_entry(name: str, values: Sequence[str]) -> bytes:
@@ -77,6 +99,13 @@ def int64_entry(name: str, values: Sequence[int]) -> bytes:
         inner = b"\x0a" + varint(len(packed)) + packed
     else:
         inner = b""
+    return _entry(_key(name), b"\x1a" + varint(len(inner)) + inner)
+
+
+def int64_entry_packed(name: str, packed: bytes) -> bytes:
+    """Map entry of an int64 feature from already packed varints (e.g. ``bytes([0, 1])`` for
+    0/1 labels, ``varint(-1)`` for -1)."""
+    inner = b"\x0a" + varint(len(packed)) + packed if packed else b""
     return _entry(_key(name), b"\x1a" + varint(len(inner)) + inner)
 
 
