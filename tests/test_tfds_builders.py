@@ -1,7 +1,7 @@
 """TFDS builders for MIND and Amazon Beauty: built from (a slice of) the shared data.
 
 The fast tests build from the first lines of each file; the full builds (~40 s and ~70 s on a
-2-core machine) are marked ``slow`` and run only with RUN_SLOW=1."""
+2-core machine) are marked ``slow`` and run with `pytest -m slow`."""
 import os
 import shutil
 from pathlib import Path
@@ -16,8 +16,7 @@ from pipelines import tfds_builders  # noqa: E402,F401  (registers the builders)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MIND = DATA / "mind_small_sample"
 AMAZON = DATA / "amazon_beauty_5core"
-slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"),
-                          reason="full TFDS build is slow: set RUN_SLOW=1")
+slow = pytest.mark.slow  # run with `pytest -m slow`
 
 
 def _need(path: Path):
