@@ -1,0 +1,261 @@
+"""Building blocks shared by every backbone (embeddings, MLP, attentions, SIM search, FM, wide).
+
+Id handling is split in two so that the numeric part of a model can be XLA-compiled:
+
+* ``IdLookup`` (string -> int32 id, a Keras ``StringLookup`` over the spec's vocab file,
+  ``mask_token=""`` -> 0, ``num_oov_indices=1`` -> 1, vocabulary entries -> 2..) is NOT
+  XLA-compilable (hash tables, string tensors);
+* everything downstream works on int32 ids (``tf.gather`` embeddings, masks ``ids != 0``) and
+  is XLA-safe.
+
+Conventions: id 0 = padding (masked), id 1 = OOV (unknown / below min-frequency ids).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+PAD_ID = 0
+OOV_ID = 1
+
+
+def pad_like(x: tf.Tensor) -> tf.Tensor:
+    """The padding value for a feature tensor: ``""`` for raw string ids, 0 for looked-up ids.
+
+    Use ``tf.where(keep, x, pad_like(x))`` to mask sequence positions of a feature dict whether
+    it holds raw strings or ``Backbone.lookup`` ids.
+    """
+    if x.dtype == tf.string:
+        return tf.constant("", tf.string)
+    return tf.zeros([], x.dtype)
+
+
+class IdLookup(keras.layers.Layer):
+    """String id -> int32 index: 0 for the padding ``""``, 1 for OOV, 2.. for vocabulary entries.
+
+    ``vocabulary`` is a file path (one id per line, as written by the Beam job; tracked as a
+    SavedModel asset) or a list of ids. Integer inputs are assumed to be looked up already and
+    are only cast to int32 (so a lookup is idempotent).
+    """
+
+    def __init__(self, vocabulary, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = keras.layers.StringLookup(vocabulary=vocabulary, mask_token="", num_oov_indices=1,
+                                                output_mode="int", name=f"{self.name}_sl")
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.lookup.vocabulary_size())  # includes mask + OOV
+
+    def call(self, x):
+        if x.dtype.is_integer:
+            return tf.cast(x, tf.int32)
+        return tf.cast(self.lookup(x), tf.int32)
+
+
+class IdEmbedding(keras.layers.Layer):
+    """Embedding table ``[input_dim, dim]`` applied with ``tf.gather`` to int32 ids (XLA-safe).
+
+    One instance per vocabulary: every feature whose spec ``vocab`` is the same shares it
+    (``item_id``, ``trigger_item_id``, ``short_item_ids``, ``long_item_ids``,
+    ``context_item_ids`` all use the ``item_id`` table).
+    """
+
+    def __init__(self, input_dim: int, dim: int, initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim, self.dim = int(input_dim), int(dim)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight("embeddings", shape=[self.input_dim, self.dim],
+                                          initializer=self.initializer, trainable=True)
+        super().build(input_shape)
+
+    def call(self, ids):
+        if not self.built:
+            self.build(None)
+        return tf.gather(self.embeddings, ids)
+
+
+class MLP(keras.layers.Layer):
+    """Dense stack: ``units`` with ``activation``, dropout and optional batch norm after each hidden
+    layer. With ``linear_last=True`` the last layer has no activation / dropout / norm."""
+
+    def __init__(self, units: Sequence[int], activation="relu", dropout: float = 0.0,
+                 batch_norm: bool = False, linear_last: bool = False, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = list(units)
+        reg = keras.regularizers.l2(l2) if l2 else None
+        self.denses, self.norms, self.drops = [], [], []
+        for i, u in enumerate(self.units):
+            last = i == len(self.units) - 1
+            lin = last and linear_last
+            self.denses.append(keras.layers.Dense(u, activation=None if lin else activation,
+                                                  kernel_regularizer=reg, name=f"dense_{i}"))
+            self.norms.append(keras.layers.BatchNormalization(name=f"bn_{i}") if batch_norm and not lin else None)
+            self.drops.append(keras.layers.Dropout(dropout) if dropout and not lin else None)
+
+    def call(self, x, training=False):
+        for d, n, dr in zip(self.denses, self.norms, self.drops):
+            x = d(x)
+            if n is not None:
+                x = n(x, training=training)
+            if dr is not None:
+                x = dr(x, training=training)
+        return x
+
+
+class TargetAttention(keras.layers.Layer):
+    """Multi-head target attention (CCN Eq. 1-2) of one query item over a sequence.
+
+    ``call(query [B, D], seq [B, L, D], mask [B, L] bool) -> [B, D_out]`` built on
+    ``keras.layers.MultiHeadAttention`` (``heads`` heads of ``key_dim = D // heads``, softmax over
+    the unmasked positions, output projection to ``output_dim`` (default D)). Masked positions
+    get exactly zero weight, so appending padding does not change the result; an all-padding
+    sequence returns zeros (not the average of padding values, not NaN).
+    """
+
+    def __init__(self, heads: int = 4, key_dim: Optional[int] = None, output_dim: Optional[int] = None,
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.heads, self.key_dim, self.output_dim, self.dropout = heads, key_dim, output_dim, dropout
+        self.mha = None
+
+    def build(self, input_shape):
+        d = int(input_shape[-1])
+        self.mha = keras.layers.MultiHeadAttention(
+            num_heads=self.heads, key_dim=self.key_dim or max(1, d // self.heads),
+            output_shape=self.output_dim, dropout=self.dropout, name="mha")
+        super().build(input_shape)
+
+    def call(self, query, seq, mask, training=False):
+        if self.mha is None:
+            self.build(query.shape)
+        mask = tf.cast(mask, tf.bool)
+        out = self.mha(query[:, None, :], seq, seq, attention_mask=mask[:, None, :], training=training)
+        any_valid = tf.reduce_any(mask, axis=1, keepdims=True)
+        return tf.where(any_valid, out[:, 0, :], tf.zeros_like(out[:, 0, :]))
+
+
+class DinAttention(keras.layers.Layer):
+    """DIN's local activation unit: weight_j = MLP([q, k_j, q - k_j, q * k_j]), masked.
+
+    ``softmax=False`` (default, as in DIN): weights are not normalised, output is the weighted
+    *sum* of the sequence (keeps the intensity of the user's interest); masked positions get weight
+    0. ``softmax=True``: softmax over the unmasked positions (an all-padding sequence gives zeros).
+    """
+
+    def __init__(self, units: Sequence[int] = (80, 40), activation="sigmoid", softmax: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.softmax = softmax
+        self.mlp = MLP(list(units) + [1], activation=activation, linear_last=True, name="att_mlp")
+
+    def call(self, query, seq, mask, training=False):
+        mask = tf.cast(mask, tf.bool)
+        q = tf.broadcast_to(query[:, None, :], tf.shape(seq))
+        score = self.mlp(tf.concat([q, seq, q - seq, q * seq], axis=-1), training=training)[..., 0]  # [B, L]
+        if self.softmax:
+            score = tf.where(mask, score, tf.fill(tf.shape(score), tf.constant(-1e9, score.dtype)))
+            w = tf.nn.softmax(score, axis=-1)
+        else:
+            w = score
+        w = tf.where(mask, w, tf.zeros_like(w))
+        return tf.einsum("bl,bld->bd", w, seq)
+
+
+def sim_hard_search(seq_emb, seq_cat_ids, query_cat_ids, seq_mask):
+    """SIM hard search: the attention mask keeping the long-sequence positions whose category is
+    the query's category (vectorised, XLA-safe).
+
+    ``seq_cat_ids [B, L]`` and ``query_cat_ids [B]`` are looked-up int ids, ``seq_mask [B, L]``
+    the padding mask. A padding (0) or OOV (1) query category matches nothing. ``seq_emb`` is not
+    needed for the hard search (kept for the interface; the caller attends over it with the
+    returned mask). Returns a bool ``[B, L]`` mask.
+    """
+    del seq_emb
+    q = tf.cast(query_cat_ids, seq_cat_ids.dtype)[:, None]
+    return tf.logical_and(tf.cast(seq_mask, tf.bool),
+                          tf.logical_and(tf.equal(seq_cat_ids, q), q > OOV_ID))
+
+
+def masked_mean(seq, mask):
+    """Mean over the unmasked positions of ``seq [B, L, D]`` (zeros when all masked)."""
+    m = tf.cast(mask, seq.dtype)[..., None]
+    return tf.reduce_sum(seq * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
+
+
+def fm_interaction(fields):
+    """Second-order FM term ``0.5 * sum_k((sum_i v_ik)^2 - sum_i v_ik^2)`` of ``fields [B, F, k]``
+    -> ``[B]`` (DeepFM)."""
+    s = tf.reduce_sum(fields, axis=1)
+    return 0.5 * tf.reduce_sum(tf.square(s) - tf.reduce_sum(tf.square(fields), axis=1), axis=-1)
+
+
+class HashedCross(keras.layers.Layer):
+    """A hashed cross of two int id tensors -> a learnable scalar weight per bucket (W&D wide part).
+
+    ``bucket = (a * 1000003 + b) mod num_buckets`` (integer arithmetic on looked-up ids, XLA-safe);
+    pairs where either side is padding (0) get weight 0. Broadcasts ``a`` and ``b``.
+    """
+
+    def __init__(self, num_buckets: int = 1 << 16, **kwargs):
+        super().__init__(**kwargs)
+        self.num_buckets = int(num_buckets)
+
+    def build(self, input_shape=None):
+        self.weights_table = self.add_weight("cross_weights", shape=[self.num_buckets, 1],
+                                             initializer="zeros", trainable=True)
+        super().build(input_shape)
+
+    def call(self, a, b):
+        if not self.built:
+            self.build(None)
+        a64, b64 = tf.cast(a, tf.int64), tf.cast(b, tf.int64)
+        bucket = tf.math.floormod(a64 * 1000003 + b64, self.num_buckets)
+        w = tf.gather(self.weights_table, tf.cast(bucket, tf.int32))[..., 0]
+        valid = tf.logical_and(a64 > 0, b64 > 0)
+        return tf.where(valid, w, tf.zeros_like(w))
+
+
+def item_feature_names(spec, prefix: str):
+    """Spec feature names of the item sides (``spec.config.item_side``) for a prefix.
+
+    ``""`` / ``"trigger_"`` -> scalar features ``[prefix + side]`` (e.g. ``trigger_category_id``);
+    ``"short_"`` / ``"long_"`` / ``"context_"`` -> list features ``[prefix + side + "s"]``.
+    Resolved against the spec (no feature name is hard-coded).
+    """
+    names = []
+    for side in spec.config.item_side:
+        if prefix + side in spec.features:
+            names.append(prefix + side)
+        elif f"{prefix}{side}s" in spec.features:
+            names.append(f"{prefix}{side}s")
+        else:
+            raise KeyError(f"no feature for item side {side!r} with prefix {prefix!r} in the spec")
+    return names
+
+
+class ItemEmbedder(keras.layers.Layer):
+    """item ⊕ category ⊕ seller (every ``spec.config.item_side``) embeddings of a prefix.
+
+    Holds *references* to the shared per-vocabulary ``IdEmbedding`` tables (no copies).
+    ``call(ids, prefix, post=None) -> (emb [B, (L,) Di], mask [B, (L,)] bool)`` where ``ids`` are
+    looked-up int ids, the mask is ``item id != padding`` and ``post(emb)`` (optional) is applied
+    to each gathered table output (embedding dropout / l2 bookkeeping).
+    """
+
+    def __init__(self, spec, tables, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.tables = tables  # vocab name -> IdEmbedding (shared)
+        self.dim = sum(tables[spec.features[n].vocab].dim for n in item_feature_names(spec, ""))
+
+    def call(self, ids, prefix: str, post=None):
+        names = item_feature_names(self.spec, prefix)
+        parts = []
+        for n in names:
+            e = self.tables[self.spec.features[n].vocab](ids[n])
+            parts.append(post(e) if post is not None else e)
+        return tf.concat(parts, axis=-1), tf.not_equal(ids[names[0]], PAD_ID)

@@ -1,0 +1,188 @@
+"""``CTRModel`` (tfrs.Model): serving graph = backbone only; training loss = CE + aux terms.
+
+* ``model(features)`` -> ``{"logits": [B], "probabilities": [B]}`` (backbone only; serving).
+* ``model.compute_loss(features, training)`` -> scalar total = tfrs Ranking CE (from logits)
+  + every aux term + ``emb_l2`` (if the backbone has ``l2_emb``) + ``regularization``
+  (``model.losses``: kernel regularizers, aux ``add_loss``). One backbone forward pass is shared
+  by the CE and all aux losses (they receive its output dict).
+* ``train_step`` / ``test_step`` return every named term (``ce``, aux names, ``emb_l2``,
+  ``regularization``, ``total``, ``loss`` = total) as epoch means, plus ``auc``, so they show on
+  the progress bar, in ``History`` and in TensorBoard.
+* ``compile(..., jit_compile=True)``: StringLookup cannot be XLA-compiled, so Keras' own
+  whole-step ``jit_compile`` is NOT used. Instead the train step runs ``backbone.lookup`` (string ->
+  int32 ids; hash tables) in the ordinary ``tf.function`` and calls an inner
+  ``tf.function(jit_compile=True)`` doing forward, loss, gradients and the optimizer update on
+  the ids. Aux losses then receive the *looked-up* feature dict (int32 ids, 0 = padding, no string
+  meta features); without XLA they receive the raw dict. ``ctrcore.layers.pad_like`` masks either.
+  ``test_step`` never uses XLA (eval is cheap, avoids a second compile).
+
+Optimizers are the trainer's business; ``embedding_variables()`` / ``dense_variables()`` split
+the trainable variables for ``tfrs.experimental.optimizers.CompositeOptimizer``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from ctrcore.schema import FeatureSpec
+
+
+class AuxLoss(keras.layers.Layer):
+    """Base class of auxiliary losses (CCNLoss, AQCLLoss, ...).
+
+    Subclasses implement ``call(self, model, features, outputs, training=False)`` returning a
+    dict ``{term_name: weighted scalar}`` (or override ``__call__`` with the same signature).
+    ``model`` is the :class:`CTRModel` (``model.backbone.embed_items``,
+    ``model.backbone.collaborative_degree``, ``model.backbone(features, emb_dropout=, seed=)``),
+    ``outputs`` the backbone output dict of the shared forward pass. A keras Layer so its
+    variables are tracked by checkpoints (never by the serving export, which wraps the backbone).
+    """
+
+    def __call__(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
+        with tf.name_scope(self.name):
+            terms = self.call(model, features, outputs, training=training)
+        self.built = True
+        return terms
+
+    def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+
+def _features_of(data):
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+class CTRModel(tfrs.Model):
+    """See the module docstring."""
+
+    def __init__(self, spec: FeatureSpec, backbone, aux_losses: Sequence[AuxLoss] = (),
+                 label_key: str = "label", name: str = "ctr_model", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.spec = spec
+        self.backbone = backbone
+        self.aux_losses = list(aux_losses)
+        self.label_key = label_key
+        self.auc = keras.metrics.AUC(name="auc", from_logits=True)
+        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                                       metrics=[self.auc], name="ranking")
+        self._trackers: Dict[str, keras.metrics.Mean] = {}
+        self._xla = False
+        self._xla_update = None
+        # create the backbone's variables now (eagerly, in the caller's strategy scope) so that
+        # embedding_variables()/dense_variables(), checkpoint restore and XLA steps see them.
+        self.backbone(self._dummy_features(), training=False)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _dummy_features(self, batch: int = 1):
+        feats = {}
+        for name, fd in self.spec.serving_features.items():
+            shape = [batch] + list(fd.shape)
+            feats[name] = tf.fill(shape, "") if fd.dtype == "string" else tf.zeros(
+                shape, tf.int64 if fd.dtype == "int64" else tf.float32)
+        return feats
+
+    def embedding_variables(self):
+        """Trainable variables of the row-gathered tables (embeddings, linear/cross weights)."""
+        out, seen = [], set()
+        for layer in self.backbone.embedding_tables():
+            for v in layer.trainable_variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
+
+    def dense_variables(self):
+        """Every other trainable variable (MLPs, attentions, aux-loss layers)."""
+        emb = {id(v) for v in self.embedding_variables()}
+        return [v for v in self.trainable_variables if id(v) not in emb]
+
+    @property
+    def metrics(self):
+        return [self.auc] + list(self._trackers.values())
+
+    def _track(self, logs: Dict[str, tf.Tensor]):
+        for k, v in logs.items():
+            if k not in self._trackers:
+                with tf.init_scope():
+                    self._trackers[k] = keras.metrics.Mean(name=k)
+            self._trackers[k].update_state(v)
+        return {k: self._trackers[k].result() for k in logs}
+
+    # -- forward / loss --------------------------------------------------------------------------
+    def call(self, features, training=False):
+        logits = self.backbone(features, training=training)["logits"]
+        return {"logits": logits, "probabilities": tf.sigmoid(logits)}
+
+    def compute_terms(self, features, training=False, outputs=None):
+        """``(terms, outputs)``: named loss terms (incl. ``total``) and the backbone outputs."""
+        if outputs is None:
+            outputs = self.backbone(features, training=training)
+        labels = tf.cast(features[self.label_key], tf.float32)
+        ce = self.task(labels=labels[:, None], predictions=outputs["logits"][:, None],
+                       training=training, compute_metrics=False)
+        terms = {"ce": ce}
+        for aux in self.aux_losses:
+            for k, v in aux(self, features, outputs, training=training).items():
+                if k in terms:
+                    raise ValueError(f"duplicate loss term name {k!r} from {aux.name}")
+                terms[k] = tf.cast(v, tf.float32)
+        if "emb_l2" in outputs:
+            terms["emb_l2"] = outputs["emb_l2"]
+        if self.losses:
+            terms["regularization"] = tf.add_n(self.losses)
+        terms["total"] = tf.add_n(list(terms.values()))
+        return terms, outputs
+
+    def compute_loss(self, features, training=False):
+        return self.compute_terms(_features_of(features), training=training)[0]["total"]
+
+    # -- steps -----------------------------------------------------------------------------------
+    def compile(self, optimizer="adagrad", jit_compile=None, **kwargs):
+        """As keras ``compile``; ``jit_compile=True`` XLA-compiles the id-based part of the train
+        step (see the module docstring), never the string lookups."""
+        self._xla = bool(jit_compile)
+        self._xla_update = tf.function(self._update, jit_compile=True) if self._xla else None
+        super().compile(optimizer=optimizer, jit_compile=False, **kwargs)
+
+    def _update(self, features):
+        with tf.GradientTape() as tape:
+            terms, outputs = self.compute_terms(features, training=True)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = terms["total"] / tf.cast(replicas, tf.float32)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        return terms, outputs["logits"]
+
+    def train_step(self, data):
+        features = _features_of(data)
+        if self._xla:
+            ids = self.backbone.lookup(features)
+            terms, logits = self._xla_update(ids)
+        else:
+            terms, logits = self._update(features)
+        self.auc.update_state(tf.cast(features[self.label_key], tf.float32), logits)
+        logs = dict(terms)
+        logs["loss"] = terms["total"]
+        logs = self._track(logs)
+        logs["auc"] = self.auc.result()
+        return logs
+
+    def test_step(self, data):
+        features = _features_of(data)
+        terms, outputs = self.compute_terms(features, training=False)
+        self.auc.update_state(tf.cast(features[self.label_key], tf.float32), outputs["logits"])
+        logs = dict(terms)
+        logs["loss"] = terms["total"]
+        logs = self._track(logs)
+        logs["auc"] = self.auc.result()
+        return logs
+
+    def predict_step(self, data):
+        return self(_features_of(data), training=False)

@@ -1,0 +1,172 @@
+"""ctrcore.backbones / ctrcore.layers: shapes, masking, OOV, serving inputs, shared tables."""
+import ctrcore  # noqa: F401
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ctrcore import backbones, data, layers, schema, testing
+
+CFG = schema.SpecConfig(short_len=5, long_len=12, max_context=4, user_profile=("gender",))
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("fake_bb"))
+    spec = testing.write_fake_dataset(d, n_examples=400, seed=5, spec_config=CFG)
+    batch = next(iter(data.make_dataset(d, "train", 16, shuffle=False, deterministic=True)))
+    return d, spec, batch
+
+
+@pytest.fixture(scope="module")
+def built(fake):
+    _, spec, batch = fake
+    out = {}
+    for name in backbones.BACKBONES:
+        bb = backbones.build_backbone(name, spec, mlp_units=(32, 8), emb_dim=8)
+        bb(batch)
+        out[name] = bb
+    return out
+
+
+@pytest.mark.parametrize("name", backbones.BACKBONES)
+def test_output_keys_and_shapes(fake, built, name):
+    _, spec, batch = fake
+    bb = built[name]
+    out = bb(batch, training=False)
+    di = 8 * len(spec.config.item_side)
+    assert out["logits"].shape == [16] and out["logits"].dtype == tf.float32
+    assert out["latent"].shape == [16, 8]
+    assert out["target_emb"].shape == [16, di]
+    assert out["user_emb"].shape == [16, 8 * 2]  # user_id + gender
+    assert ("trigger_emb" in out) == name.startswith("tan")
+    if name.startswith("tan"):
+        assert out["trigger_emb"].shape == [16, di]
+    assert ("s_target" in out) == (name in ("tan", "tan_notsi")) == bb.has_collaborative_module
+    if bb.has_collaborative_module:
+        assert out["s_target"].shape == [16, 16]
+    for v in out.values():
+        assert np.isfinite(v.numpy()).all()
+
+
+def _pad_more(batch, spec, extra=3):
+    out = dict(batch)
+    for p in ("short_", "long_"):
+        for n in layers.item_feature_names(spec, p):
+            x = batch[n]
+            out[n] = tf.concat([x, tf.fill([x.shape[0], extra], "")], axis=1)
+    return out
+
+
+@pytest.mark.parametrize("name", backbones.BACKBONES)
+def test_padding_invariance_and_all_padding(fake, built, name):
+    _, spec, batch = fake
+    bb = built[name]
+    ref = bb(batch)["logits"].numpy()
+    more = bb(_pad_more(batch, spec))["logits"].numpy()
+    np.testing.assert_allclose(ref, more, rtol=1e-5, atol=1e-5)
+    empty = dict(batch)
+    for p in ("short_", "long_"):
+        for n in layers.item_feature_names(spec, p):
+            empty[n] = tf.fill(tf.shape(batch[n]), "")
+    out = bb(empty)
+    for v in out.values():
+        assert np.isfinite(v.numpy()).all()
+
+
+def test_target_attention_all_padding_is_zero():
+    att = layers.TargetAttention(heads=2)
+    q = tf.random.normal([3, 8])
+    seq = tf.random.normal([3, 5, 8])
+    mask = tf.constant([[True] * 5, [False] * 5, [True, False, False, False, False]])
+    out = att(q, seq, mask).numpy()
+    assert np.isfinite(out).all() and (out[1] == 0).all() and not (out[0] == 0).all()
+    # padding values do not matter
+    seq2 = tf.where(mask[..., None], seq, 100.0)
+    np.testing.assert_allclose(att(q, seq2, mask).numpy(), out, atol=1e-5)
+
+
+def test_sim_hard_search_mask():
+    cats = tf.constant([[2, 3, 2, 0], [1, 1, 4, 4]])
+    mask = tf.not_equal(cats, 0)
+    m = layers.sim_hard_search(None, cats, tf.constant([2, 1]), mask).numpy()
+    assert m.tolist() == [[True, False, True, False], [False, False, False, False]]  # OOV query: nothing
+
+
+def test_serving_only_features_and_extra_keys(fake, built):
+    d, spec, _ = fake
+    serving = next(iter(data.make_dataset(d, "valid", 8, roles=("serving",), shuffle=False)))
+    full = next(iter(data.make_dataset(d, "valid", 8, shuffle=False)))
+    for name, bb in built.items():
+        a = bb(serving)["logits"].numpy()
+        extra = dict(full, some_unknown_key=tf.zeros([8, 3]))
+        np.testing.assert_allclose(a, bb(extra)["logits"].numpy(), rtol=1e-6, atol=1e-6)
+        assert set(bb.serving_inputs) <= set(spec.serving_features)
+
+
+def test_unknown_ids_map_to_oov(fake, built):
+    _, spec, batch = fake
+    bb = built["tan"]
+    weird = dict(batch)
+    for n in ("item_id", "trigger_item_id", "user_id"):
+        weird[n] = tf.fill(tf.shape(batch[n]), "never-seen-id")
+    ids = bb.lookup(weird)
+    assert (ids["item_id"].numpy() == layers.OOV_ID).all()
+    assert ids["item_id"].dtype == tf.int32
+    assert np.isfinite(bb(weird)["logits"].numpy()).all()
+    # idempotent lookup: ids in, same output
+    np.testing.assert_allclose(bb(ids)["logits"].numpy(), bb(weird)["logits"].numpy(), atol=1e-6)
+
+
+def test_embed_items_shares_tables(fake, built):
+    _, spec, batch = fake
+    bb = built["tan"]
+    ctx = bb.embed_items(batch, "context_")
+    di = 8 * len(spec.config.item_side)
+    assert ctx.shape == [16, spec.config.max_context, di]
+    as_target = {n: batch["context_" + n + "s"][:, 0] for n in spec.config.item_side}
+    np.testing.assert_allclose(bb.embed_items(as_target, "").numpy(), ctx[:, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(bb(batch)["target_emb"].numpy(), bb.embed_items(batch, "").numpy(), atol=1e-6)
+    assert bb.item_mask(batch, "context_").shape == [16, spec.config.max_context]
+
+
+def test_collaborative_degree_broadcast(fake, built):
+    _, spec, batch = fake
+    bb = built["tan"]
+    out = bb(batch)
+    ctx = bb.embed_items(batch, "context_")
+    s = bb.collaborative_degree(out["user_emb"], ctx, out["trigger_emb"])
+    assert s.shape == [16, spec.config.max_context, 16]
+    s0 = bb.collaborative_degree(out["user_emb"], ctx[:, 1], out["trigger_emb"])
+    np.testing.assert_allclose(s[:, 1].numpy(), s0.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        bb.collaborative_degree(out["user_emb"], out["target_emb"], out["trigger_emb"]).numpy(),
+        out["s_target"].numpy(), atol=1e-5)
+    with pytest.raises(ValueError):
+        built["din"].collaborative_degree(out["user_emb"], ctx, out["trigger_emb"])
+
+
+def test_cm_dim_scalar(fake):
+    _, spec, batch = fake
+    bb = backbones.build_backbone("tan", spec, cm_dim=1, mlp_units=(16, 8))
+    assert bb(batch)["s_target"].shape == [16, 1]
+
+
+def test_emb_dropout_stateless(fake, built):
+    _, _, batch = fake
+    bb = built["tan"]
+    a = bb(batch, emb_dropout=0.5, seed=3)["latent"].numpy()
+    b = bb(batch, emb_dropout=0.5, seed=3)["latent"].numpy()
+    c = bb(batch, emb_dropout=0.5, seed=4)["latent"].numpy()
+    ref = bb(batch)["latent"].numpy()
+    np.testing.assert_allclose(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, ref)
+    te = bb(batch, emb_dropout=0.5, seed=3)["target_emb"].numpy()
+    assert 0.3 < (te == 0).mean() < 0.7
+
+
+def test_apply_runs_under_xla(fake, built):
+    _, _, batch = fake
+    bb = built["tan"]
+    ids = bb.lookup(batch)
+    f = tf.function(lambda x: bb.apply(x, emb_dropout=0.1, seed=tf.constant([1, 2]))["logits"], jit_compile=True)
+    assert np.isfinite(f(ids).numpy()).all()
