@@ -16,7 +16,9 @@ Usage::
 
 Each trial trains in its own process (``python -m <--trainer_module> --flagfile=<--train_flags>
 <extra flags> --aqcl_w1=.. --aqcl_w2=.. --model_dir=MODEL_DIR/trials/trial_NNN``) and the
-objective is read from that run's ``metrics.json`` (``--objective_metric``, a dotted path).
+objective is read from that run's ``history.json``: the validation logloss of the epoch whose
+weights the run keeps (``--objective_metric``, see :func:`read_objective`); the test split is
+never looked at.
 Processes isolate trials (no graph/memory build-up, a crash fails one trial) and keep this
 module free of any model package: ``aqcl`` never imports ``ccn``.
 
@@ -82,10 +84,58 @@ def get_metric(metrics: dict, path: str):
     cur = metrics
     for part in path.split("."):
         if not isinstance(cur, dict) or part not in cur:
-            raise KeyError(f"metric {path!r} not found in metrics.json (top-level keys: "
-                           f"{sorted(metrics)})")
+            raise KeyError(f"metric {path!r} not found (top-level keys: {sorted(metrics)})")
         cur = cur[part]
     return cur
+
+
+#: default objective: the validation logloss of the epoch whose weights the run keeps (the
+#: trainer keeps the best-by-validation-AUC epoch), read from the run's history.json
+BEST_VAL_LOGLOSS = "history:best.val.logloss"
+
+
+def run_completed(trial_dir: str) -> bool:
+    """True once the trainer marked the run completed (``history.json`` ``completed``)."""
+    path = os.path.join(trial_dir, "history.json")
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as fh:
+            return bool(json.load(fh).get("completed"))
+    except (OSError, ValueError):
+        return False
+
+
+def read_objective(trial_dir: str, metric: str = BEST_VAL_LOGLOSS) -> float:
+    """The objective of a finished run.
+
+    * ``history:best.<path>`` - ``<path>`` in the ``history.json`` epoch entry of the best epoch
+      (``history["best"]["epoch"]``), e.g. ``history:best.val.logloss`` (Eq. 7's L_val of the
+      kept weights theta*); ``history:min.<path>`` - the minimum of ``<path>`` over epochs;
+    * ``<file>.json:<path>`` - ``<path>`` in ``trial_dir/<file>.json``;
+    * ``<path>`` - ``<path>`` in ``metrics.json`` (never the test split for a search!).
+    """
+    if metric.startswith("history:"):
+        with open(os.path.join(trial_dir, "history.json")) as fh:
+            hist = json.load(fh)
+        how, _, path = metric[len("history:"):].partition(".")
+        epochs = hist.get("epochs") or []
+        if not epochs:
+            raise KeyError(f"no epochs in {trial_dir}/history.json")
+        if how == "best":
+            best = (hist.get("best") or {}).get("epoch")
+            entry = [e for e in epochs if e.get("epoch") == best] if best is not None else []
+            if not entry:
+                raise KeyError(f"best epoch {best!r} not in {trial_dir}/history.json")
+            return float(get_metric(entry[0], path))
+        if how == "min":
+            return float(min(get_metric(e, path) for e in epochs))
+        raise ValueError(f"bad history metric {metric!r} (history:best.<path> | history:min.<path>)")
+    fname, sep, path = metric.partition(":")
+    if not sep:
+        fname, path = "metrics.json", metric
+    with open(os.path.join(trial_dir, fname)) as fh:
+        return float(get_metric(json.load(fh), path))
 
 
 class SubprocessObjective:
@@ -94,10 +144,12 @@ class SubprocessObjective:
     ``flagfile``: the trainer flagfile (the model, data, epochs, ...). ``extra_flags``: more
     trainer flags (appended after the flagfile so they override it). The trial's flags
     ``--aqcl_w1 --aqcl_w2 --model_dir`` come last. stdout/stderr go to ``trial_dir/train.log``.
+    ``metric``: see :func:`read_objective` (default: validation logloss of the kept epoch).
+    A run already completed (a retried trial whose training had finished) is not retrained.
     """
 
     def __init__(self, module: str = "ccn.train", flagfile: Optional[str] = None,
-                 extra_flags: Sequence[str] = (), metric: str = "valid.logloss",
+                 extra_flags: Sequence[str] = (), metric: str = BEST_VAL_LOGLOSS,
                  python: str = sys.executable, timeout_s: Optional[float] = None,
                  w1_flag: str = "aqcl_w1", w2_flag: str = "aqcl_w2"):
         self.module, self.flagfile, self.extra_flags = module, flagfile, list(extra_flags)
@@ -114,8 +166,7 @@ class SubprocessObjective:
         return cmd
 
     def __call__(self, params: Dict[str, float], trial_dir: str) -> float:
-        metrics_path = os.path.join(trial_dir, "metrics.json")
-        if not os.path.exists(metrics_path):  # else: trained before an interruption; reuse it
+        if not run_completed(trial_dir):
             os.makedirs(trial_dir, exist_ok=True)
             cmd = self.command(params, trial_dir)
             with open(os.path.join(trial_dir, "train.log"), "a") as log:
@@ -126,10 +177,9 @@ class SubprocessObjective:
             if rc != 0:
                 raise RuntimeError(f"trial training failed (exit {rc}); see "
                                    f"{os.path.join(trial_dir, 'train.log')}")
-        with open(metrics_path) as fh:
-            value = float(get_metric(json.load(fh), self.metric))
+        value = read_objective(trial_dir, self.metric)
         if not math.isfinite(value):
-            raise ValueError(f"non-finite objective {value} in {metrics_path}")
+            raise ValueError(f"non-finite objective {value} in {trial_dir}")
         return value
 
 
@@ -406,8 +456,9 @@ def _define_flags():
     flags.DEFINE_string("train_flags", None, "Trainer flagfile of every trial (model, data, ...).")
     flags.DEFINE_multi_string("train_flag", [], "Extra trainer flag(s), e.g. --train_flag=--epochs=3.")
     flags.DEFINE_string("trainer_module", "ccn.train", "Module run as `python -m` for each trial.")
-    flags.DEFINE_string("objective_metric", "valid.logloss",
-                        "Dotted path of the minimised metric in the trial's metrics.json.")
+    flags.DEFINE_string("objective_metric", BEST_VAL_LOGLOSS,
+                        "Minimised metric of a trial run (aqcl.search.read_objective): default the "
+                        "validation logloss of the kept (best val AUC) epoch from history.json.")
     flags.DEFINE_float("trial_timeout_s", None, "Kill a trial's training after this many seconds.")
     flags.DEFINE_string("data_dir", None, "Optional: read stats.json (L_bar, activeness "
                         "thresholds) to annotate the plot. Default: --data_dir of --train_flags.")

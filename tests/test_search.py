@@ -112,14 +112,53 @@ def test_trial_of_dead_process_is_retried_in_its_directory(tmp_path):
 
 def test_subprocess_objective_command_and_metric(tmp_path):
     obj = search.SubprocessObjective(module="some.trainer", flagfile="a.flags",
-                                     extra_flags=["--epochs=1"], metric="valid.logloss")
+                                     extra_flags=["--epochs=1"])
     cmd = obj.command({"w1": 0.5, "w2": 2.0}, "/x/trial_001")
     assert cmd[1:] == ["-m", "some.trainer", "--flagfile=a.flags", "--epochs=1",
                        "--aqcl_w1=0.5", "--aqcl_w2=2.0", "--model_dir=/x/trial_001"]
-    # an already finished run (metrics.json present) is read, not retrained
+    # an already finished run is read, not retrained; the objective is the validation logloss
+    # of the kept (best val AUC) epoch, not the test metrics
     d = tmp_path / "trial_001"
     d.mkdir()
-    (d / "metrics.json").write_text(json.dumps({"valid": {"logloss": 0.42}, "auc": 0.7}))
-    assert obj({"w1": 0.5, "w2": 2.0}, str(d)) == pytest.approx(0.42)
+    (d / "history.json").write_text(json.dumps({"completed": True, "best": {"epoch": 2}, "epochs": [
+        {"epoch": 1, "val": {"auc": 0.6, "logloss": 0.50}},
+        {"epoch": 2, "val": {"auc": 0.7, "logloss": 0.55}},
+        {"epoch": 3, "val": {"auc": 0.65, "logloss": 0.45}}]}))
+    (d / "metrics.json").write_text(json.dumps({"logloss": 0.1, "auc": 0.9}))
+    assert obj({"w1": 0.5, "w2": 2.0}, str(d)) == pytest.approx(0.55)
+    assert search.read_objective(str(d), "history:min.val.logloss") == pytest.approx(0.45)
+    assert search.read_objective(str(d), "logloss") == pytest.approx(0.1)
+    assert search.read_objective(str(d), "history.json:best.epoch") == 2
     with pytest.raises(KeyError):
         search.get_metric({"auc": 1}, "valid.logloss")
+
+
+@pytest.mark.slow
+def test_cli_one_real_trial_end_to_end(tmp_path):
+    """`python -m aqcl.search` with one real DIN+AQCL trial on write_fake_dataset data (~1 min)."""
+    from ctrcore.testing import write_fake_dataset
+
+    data = str(tmp_path / "data")
+    write_fake_dataset(data, n_examples=600, seed=0)
+    flags = tmp_path / "trial.flags"
+    flags.write_text("\n".join([f"--data_dir={data}", "--model=din", "--aux_losses=aqcl",
+                                "--epochs=1", "--batch_size=64", "--optimizer=adam",
+                                "--emb_dim=8", "--mlp_units=16,8", "--aqcl_codebook_size=16",
+                                "--verbose=0"]) + "\n")
+    out = str(tmp_path / "search")
+    cmd = [sys.executable, "-m", "aqcl.search", f"--model_dir={out}", f"--train_flags={flags}",
+           "--n_trials=1", "--heartbeat_s=0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    best = json.load(open(os.path.join(out, "best.json")))
+    trial_dir = best["trial_dir"]
+    hist = json.load(open(os.path.join(trial_dir, "history.json")))
+    assert best["value"] == pytest.approx(hist["epochs"][0]["val"]["logloss"])
+    cfg = json.load(open(os.path.join(trial_dir, "train_config.json")))
+    lp = cfg["run_info"]["loss_params"]
+    assert lp["aqcl_w1"] == pytest.approx(best["w1"]) and lp["aqcl_w2"] == pytest.approx(best["w2"])
+    assert best["mean_history_length"] > 0  # stats.json found through --train_flags' --data_dir
+    assert os.path.getsize(os.path.join(out, "alpha_curve.png")) > 1000
+    # a second call with the same budget trains nothing
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and len(os.listdir(os.path.join(out, "trials"))) == 1
