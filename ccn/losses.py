@@ -13,7 +13,8 @@ Reading of the paper (details and alternatives in ``docs/method.md``):
   with a fixed anchor that pushes the target's collaborative degree away from the
   non-collaborative (mono-click) context items.
 * Eq. 7 is the cosine similarity between the vectors ``exp(s_target/xi)`` and
-  ``sum_j w+_j exp(s'_j/xi)`` (exp elementwise); the weights w+ (Eq. 8) are a softmax over S+
+  ``sum_j w+_j exp(s'_j/xi)`` (exp elementwise, on the unit-normalised ``s`` by default); the
+  weights w+ (Eq. 8) are a softmax over S+
   of ``-r'_j/xi`` (option ``weighting="elementwise"``: per-dimension softmax of ``-s'_jd/xi``).
 * Context padding has label ``LABEL_PAD`` (-1). Padded slots never change a loss (they are
   masked with ``tf.where`` before every reduction, so their gradient is exactly zero). An
@@ -183,7 +184,8 @@ def _log_exp_vector(log_v):
 
 def attraction_loss_per_example(s_target, s_context, context_labels, target_label, xi=0.8,
                                 similarity="cosine", weighting="similarity",
-                                stop_gradient_weights=False, cos_floor=-1.0 + 1e-6):
+                                stop_gradient_weights=False, normalize=True,
+                                cos_floor=-1.0 + 1e-6):
     """Per-example attraction loss, CCN Eq. 7-8.
 
     ``l_i = -log( cos(e^{s_i/xi}, sum_{j in S+_i} w+_j e^{s'_j/xi}) / 2 + 1/2 )`` with the
@@ -195,6 +197,13 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
       already close to the target get less weight (no self-reinforcement, Sec. 2.3).
     * ``weighting="elementwise"``: per dimension d, ``w+_jd = softmax_j(-s'_jd/xi)``; the
       aggregate is then the per-dimension harmonic mean of ``e^{s'_jd/xi}``.
+
+    ``normalize=True`` (default): the exponent uses the direction ``s/||s||`` of each
+    collaborative degree (as the cosine of Eq. 5-6 does), so every entry of ``e^{s/xi}`` lies in
+    ``[e^{-1/xi}, e^{1/xi}]`` (within ``(0, pi]`` for ``xi >= 1/ln(pi) ~ 0.87``: the paper's
+    "range [0, pi]" remark) and the loss does not vanish when ``||s||`` is small (with raw ``s``
+    near 0 all ``e^{s/xi}`` are ~ the all-ones vector, cos ~ 1 and the gradient ~ 0).
+    ``normalize=False``: raw ``s``.
 
     Numerics: both vectors are formed in log space and shifted by their max before ``exp``
     (cosine is invariant to a positive rescaling of either vector), so ``e^{s/xi}`` never
@@ -209,8 +218,11 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
     xi = tf.cast(xi, tf.float32)
     valid = tf.reduce_any(pos, axis=-1)
     pos3 = tf.broadcast_to(pos[:, :, None], tf.shape(s_context))
+    _, r_ctx = collaborative_similarity(s_target, s_context, similarity)
+    if normalize:
+        s_target = tf.math.l2_normalize(s_target, -1, _EPS)
+        s_context = tf.math.l2_normalize(s_context, -1, _EPS)
     if weighting == "similarity":
-        _, r_ctx = collaborative_similarity(s_target, s_context, similarity)
         log_w = _masked_log_softmax(-r_ctx / xi, pos)[:, :, None]  # Eq. 8, [B, C, 1]
     elif weighting == "elementwise":
         log_w = tf.where(pos3, -s_context / xi, _NEG * tf.ones_like(s_context))
@@ -230,14 +242,16 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
 
 
 def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
-                    similarity="cosine", weighting="similarity", stop_gradient_weights=False):
+                    similarity="cosine", weighting="similarity", stop_gradient_weights=False,
+                    normalize=True):
     """CCN attraction loss L_{S+} (Eq. 7-8), mean over examples with a non-empty S+.
 
     See :func:`attraction_loss_per_example`. Returns a float32 scalar (0 if no example of the
     batch has a positive context item).
     """
     loss, valid = attraction_loss_per_example(s_target, s_context, context_labels, target_label,
-                                              xi, similarity, weighting, stop_gradient_weights)
+                                              xi, similarity, weighting, stop_gradient_weights,
+                                              normalize)
     return masked_mean(loss, valid)
 
 

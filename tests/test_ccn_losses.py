@@ -63,7 +63,8 @@ def ref_repulsion(s_t, s_c, ctx, y, tau, similarity="cosine", per_example=False)
     return sum(o for o, v in zip(out, valid) if v) / max(sum(valid), 1)
 
 
-def ref_attraction(s_t, s_c, ctx, y, xi, weighting="similarity", per_example=False):
+def ref_attraction(s_t, s_c, ctx, y, xi, weighting="similarity", per_example=False,
+                   normalize=True):
     s_t, s_c = s_t.astype(np.float64), s_c.astype(np.float64)
     out, valid = [], []
     for i in range(len(y)):
@@ -72,19 +73,23 @@ def ref_attraction(s_t, s_c, ctx, y, xi, weighting="similarity", per_example=Fal
             out.append(0.0)
             valid.append(False)
             continue
+        # the vectors that go through exp(./xi): unit-normalised or raw
+        e_t = s_t[i] / np.linalg.norm(s_t[i]) if normalize else s_t[i]
+        e_c = {j: (s_c[i, j] / np.linalg.norm(s_c[i, j]) if normalize else s_c[i, j])
+               for j in pos}
         agg = np.zeros(s_t.shape[1])
         if weighting == "similarity":
             r = [_cos(s_t[i], s_c[i, j]) for j in pos]
             w = np.array([np.exp(-rj / xi) for rj in r])
             w = w / w.sum()
             for wj, j in zip(w, pos):
-                agg += wj * np.exp(s_c[i, j] / xi)
+                agg += wj * np.exp(e_c[j] / xi)
         else:  # elementwise
             for d in range(s_t.shape[1]):
-                w = np.array([np.exp(-s_c[i, j, d] / xi) for j in pos])
+                w = np.array([np.exp(-e_c[j][d] / xi) for j in pos])
                 w = w / w.sum()
-                agg[d] = sum(wj * np.exp(s_c[i, j, d] / xi) for wj, j in zip(w, pos))
-        u = np.exp(s_t[i] / xi)
+                agg[d] = sum(wj * np.exp(e_c[j][d] / xi) for wj, j in zip(w, pos))
+        u = np.exp(e_t / xi)
         out.append(-np.log(0.5 * _cos(u, agg) + 0.5))
         valid.append(True)
     if per_example:
@@ -123,13 +128,16 @@ def test_repulsion_scalar_reading():
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("weighting", ["similarity", "elementwise"])
-def test_attraction_matches_reference(weighting):
-    got, valid = L.attraction_loss_per_example(S_T, S_C, CTX, Y, XI, weighting=weighting)
-    ref, rvalid = ref_attraction(S_T, S_C, CTX, Y, XI, weighting, per_example=True)
+def test_attraction_matches_reference(weighting, normalize):
+    got, valid = L.attraction_loss_per_example(S_T, S_C, CTX, Y, XI, weighting=weighting,
+                                               normalize=normalize)
+    ref, rvalid = ref_attraction(S_T, S_C, CTX, Y, XI, weighting, per_example=True,
+                                 normalize=normalize)
     np.testing.assert_array_equal(valid.numpy(), rvalid)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
-    mean = L.attraction_loss(S_T, S_C, CTX, Y, XI, weighting=weighting)
+    mean = L.attraction_loss(S_T, S_C, CTX, Y, XI, weighting=weighting, normalize=normalize)
     # ex 2 has an empty S+: mean over ex 0 and 1
     np.testing.assert_allclose(mean.numpy(), (ref[0] + ref[1]) / 2, rtol=1e-5)
 
@@ -140,6 +148,15 @@ def test_loss_ranges():
     assert np.all(rep.numpy() >= 0) and np.all(att.numpy() >= 0)
     # exp(s/xi) vectors are positive: cos in (0, 1] -> attraction in [0, log 2)
     assert np.all(att.numpy() < np.log(2.0))
+
+
+def test_attraction_is_scale_free_by_default_and_vanishes_for_tiny_raw_s():
+    a = L.attraction_loss(S_T, S_C, CTX, Y, XI).numpy()
+    b = L.attraction_loss(S_T * 1e-3, S_C * 1e-3, CTX, Y, XI).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4)
+    assert a > 1e-3
+    raw = L.attraction_loss(S_T * 1e-3, S_C * 1e-3, CTX, Y, XI, normalize=False).numpy()
+    assert raw < 1e-5  # why normalize=True is the default (docs/method.md 1.4)
 
 
 def test_identical_positive_gives_zero_attraction():
@@ -249,14 +266,16 @@ def test_large_values_are_stable():
     for weighting in ("similarity", "elementwise"):
         with tf.GradientTape() as tape:
             loss = (L.repulsion_loss(s_t, s_c, CTX, Y, TAU, similarity="dot")
-                    + L.attraction_loss(s_t, s_c, CTX, Y, XI, weighting=weighting))
+                    + L.attraction_loss(s_t, s_c, CTX, Y, XI, weighting=weighting)
+                    + L.attraction_loss(s_t, s_c, CTX, Y, XI, weighting=weighting,
+                                        normalize=False))
         assert np.isfinite(loss.numpy())
         for g in tape.gradient(loss, [s_t, s_c]):
             assert np.all(np.isfinite(g.numpy()))
     # anti-parallel exp-vectors cannot happen (exp > 0), but cos near its floor must stay finite
     st = np.array([[40.0, -40.0]], np.float32)
     sc = np.array([[[-40.0, 40.0]]], np.float32)
-    v = L.attraction_loss(st, sc, np.array([[1]]), np.array([1]), 0.01)
+    v = L.attraction_loss(st, sc, np.array([[1]]), np.array([1]), 0.01, normalize=False)
     assert np.isfinite(v.numpy())
 
 

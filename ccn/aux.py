@@ -1,0 +1,120 @@
+"""CCN auxiliary loss plug-in (``AuxLoss`` protocol, docs/architecture.md section 4).
+
+``CCNLoss(stats, lambda_, tau, xi, use_attraction, use_repulsion)(model, features, outputs,
+training)`` returns the *weighted* terms of Eq. 12::
+
+    {"ccn_repulsion": lambda * L_S-,  "ccn_attraction": lambda * P_S-/P_S+ * L_S+}
+
+(a term switched off for an ablation is simply not returned). The context items' collaborative
+degrees are computed here (training only): the context embeddings come from the backbone's
+shared item tables (``embed_items(features, "context_")``) and go through the backbone's own
+collaborative module (``collaborative_degree``, Eq. 4), so the serving graph never sees them.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from typing import Dict, Optional  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from ccn import losses as closs  # noqa: E402
+
+try:  # the documented base class; a structurally identical fallback keeps this module importable
+    from ctrcore.model import AuxLoss  # noqa: E402
+except ImportError:  # pragma: no cover - only while ctrcore.model does not exist
+    class AuxLoss(keras.layers.Layer):  # type: ignore[no-redef]
+        def __call__(self, model, features, outputs, training=False):
+            with tf.name_scope(self.name):
+                terms = self.call(model, features, outputs, training=training)
+            self.built = True
+            return terms
+
+__all__ = ["CCNLoss", "p_from_stats"]
+
+
+def p_from_stats(stats: Optional[dict]) -> tuple:
+    """``(P_S+, P_S-)`` (Eq. 9-10) from stats.json: ``p_s_plus`` / ``p_s_minus`` if present,
+    else computed from ``avg_unclicked_per_page`` (N0) and ``avg_clicked_per_page`` (N1)."""
+    stats = stats or {}
+    if stats.get("p_s_plus") is not None:
+        p_plus = float(stats["p_s_plus"])
+    elif "avg_unclicked_per_page" in stats and "avg_clicked_per_page" in stats:
+        p_plus = closs.p_s_plus(float(stats["avg_unclicked_per_page"]),
+                                float(stats["avg_clicked_per_page"]))
+    else:
+        raise ValueError("CCNLoss needs p_s_plus (or avg_clicked_per_page and "
+                         "avg_unclicked_per_page) in the stats (Eq. 9)")
+    p_plus = min(max(p_plus, 1e-6), 1.0)
+    p_minus = float(stats["p_s_minus"]) if stats.get("p_s_minus") is not None else 1.0 - p_plus
+    return p_plus, p_minus
+
+
+class CCNLoss(AuxLoss):
+    """CCN collaborative contrastive loss (Eq. 5-12) as an aux-loss layer.
+
+    Args:
+      stats: stats.json dict (``p_s_plus``/``p_s_minus`` or ``avg_*_per_page``).
+      lambda_: lambda of Eq. 12. tau, xi: temperatures of Eq. 5 and Eq. 7 (paper: 0.5, 0.8).
+      use_attraction, use_repulsion: switch L_S+ / L_S- off (Table 2 ablations).
+      similarity, weighting, stop_gradient_weights, normalize: the reading of the paper, see
+        :mod:`ccn.losses` and docs/method.md.
+    """
+
+    def __init__(self, stats=None, lambda_=0.1, tau=0.5, xi=0.8, use_attraction=True,
+                 use_repulsion=True, similarity="cosine", weighting="similarity",
+                 stop_gradient_weights=False, normalize=True, name="ccn", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.p_plus, self.p_minus = p_from_stats(stats)
+        self.lambda_ = float(lambda_)
+        self.tau, self.xi = float(tau), float(xi)
+        self.use_attraction, self.use_repulsion = bool(use_attraction), bool(use_repulsion)
+        self.similarity, self.weighting = similarity, weighting
+        self.stop_gradient_weights = bool(stop_gradient_weights)
+        self.normalize = bool(normalize)
+
+    @property
+    def attraction_weight(self) -> float:
+        """P_S- / P_S+ (Eq. 12)."""
+        return self.p_minus / self.p_plus
+
+    def context_degrees(self, model, features, outputs):
+        """Collaborative degrees of the context items, [B, C, Ds] (Eq. 4)."""
+        bb = model.backbone
+        if not getattr(bb, "has_collaborative_module", False):
+            raise ValueError("CCNLoss needs a backbone with the collaborative module "
+                             "(outputs 's_target' and collaborative_degree)")
+        ctx_emb = bb.embed_items(features, "context_")  # [B, C, Di], same tables as the target
+        # collaborative_degree broadcasts user_emb [B, Du] and trigger_emb [B, Di] over C
+        return bb.collaborative_degree(outputs["user_emb"], ctx_emb, outputs["trigger_emb"])
+
+    def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
+        s_target = outputs["s_target"]
+        s_ctx = self.context_degrees(model, features, outputs)
+        labels = features["label"]
+        ctx_labels = features["context_labels"]
+        terms = {}
+        if self.use_repulsion:
+            l_minus = closs.repulsion_loss(s_target, s_ctx, ctx_labels, labels, self.tau,
+                                           similarity=self.similarity,
+                                           stop_gradient_weights=self.stop_gradient_weights)
+            terms["ccn_repulsion"] = self.lambda_ * l_minus
+        if self.use_attraction:
+            l_plus = closs.attraction_loss(s_target, s_ctx, ctx_labels, labels, self.xi,
+                                           similarity=self.similarity, weighting=self.weighting,
+                                           stop_gradient_weights=self.stop_gradient_weights,
+                                           normalize=self.normalize)
+            terms["ccn_attraction"] = self.lambda_ * self.attraction_weight * l_plus
+        return terms
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(lambda_=self.lambda_, tau=self.tau, xi=self.xi,
+                   use_attraction=self.use_attraction, use_repulsion=self.use_repulsion,
+                   similarity=self.similarity, weighting=self.weighting,
+                   stop_gradient_weights=self.stop_gradient_weights, normalize=self.normalize,
+                   stats={"p_s_plus": self.p_plus, "p_s_minus": self.p_minus})
+        return cfg
