@@ -27,6 +27,14 @@ import time
 from collections import Counter
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the multi-process workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def pandas_baseline(csv: str, out_dir: str, seed: int) -> int:
     import numpy as np
     import pyarrow.csv as pacsv
@@ -90,6 +98,7 @@ def main(argv=None):
     ap.add_argument("--modes", default="pandas,inprocess,multiproc")
     args = ap.parse_args(argv)
     import logging
+    logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     from pipelines.synthetic import generate
 
@@ -105,6 +114,7 @@ def main(argv=None):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
         t = time.perf_counter()
+        cpu0 = _cpu()
         if mode == "pandas":
             n = pandas_baseline(csv, out, args.seed)
         elif mode == "inprocess":
@@ -117,12 +127,19 @@ def main(argv=None):
         else:
             raise SystemExit(f"unknown mode {mode}")
         dt = time.perf_counter() - t
-        results[mode] = dict(seconds=round(dt, 2), examples=n, rows_per_s=round(args.rows / dt))
-        print(f"{mode:10s} {dt:8.1f}s  {args.rows / dt:10.0f} rows/s  {n} examples", flush=True)
+        cpu = _cpu() - cpu0
+        results[mode] = dict(seconds=round(dt, 2), cpu_seconds=round(cpu, 2), examples=n,
+                             rows_per_s=round(args.rows / dt),
+                             rows_per_cpu_s=round(args.rows / cpu),
+                             loadavg_1m_after=round(os.getloadavg()[0], 2))
+        print(f"{mode:10s} {dt:8.1f}s wall {args.rows / dt:9.0f} rows/s | {cpu:8.1f}s cpu "
+              f"{args.rows / cpu:9.0f} rows/cpu-s | {n} examples | load {os.getloadavg()[0]:.1f}",
+              flush=True)
     base = results.get("pandas")
     if base:
         for mode, r in results.items():
-            print(f"ratio {mode}/pandas rows/s: {r['rows_per_s'] / base['rows_per_s']:.2f}")
+            print(f"ratio {mode}/pandas: rows/s {r['rows_per_s'] / base['rows_per_s']:.2f}, "
+                  f"rows/cpu-s {r['rows_per_cpu_s'] / base['rows_per_cpu_s']:.2f}")
     print(json.dumps({"rows": args.rows, "cpus": os.cpu_count(), "results": results}))
 
 

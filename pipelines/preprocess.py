@@ -235,6 +235,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Parse our absl flags; pass the rest to Beam; run."""
     FLAGS = _define_flags()
     argv = list(sys.argv if argv is None else argv)
+    if FLAGS.is_parsed():
+        FLAGS.unparse_flags()  # a second call in one process starts from the defaults
     rest = FLAGS(argv, known_only=True)[1:]
     for req in ("source", "input", "output_dir"):
         if not getattr(FLAGS, req):
