@@ -31,7 +31,8 @@ run outside XLA) returns int32 ids; ``Backbone.apply(ids, ...)`` is XLA-safe.
 ``call(features) = apply(lookup(features))`` and ``lookup`` is idempotent on integer inputs, so
 both raw and looked-up feature dicts can be passed to ``call`` / ``embed_items``. ``CTRModel``
 (ctrcore/model.py) uses this for ``compile(jit_compile=True)``: lookups in the outer
-``tf.function``, forward + backward + optimizer update in an inner ``tf.function(jit_compile=True)``.
+``tf.function``, forward + backward in an inner ``tf.function(jit_compile=True)``, optimizer
+update outside XLA.
 """
 from __future__ import annotations
 

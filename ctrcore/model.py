@@ -10,9 +10,9 @@
   the progress bar, in ``History`` and in TensorBoard.
 * ``compile(..., jit_compile=True)``: StringLookup cannot be XLA-compiled, so Keras' own
   whole-step ``jit_compile`` is NOT used. Instead the train step runs ``backbone.lookup`` (string ->
-  int32 ids; hash tables) in the ordinary ``tf.function`` and calls an inner
-  ``tf.function(jit_compile=True)`` doing forward, loss, gradients and the optimizer update on
-  the ids. Aux losses then receive the *looked-up* feature dict (int32 ids, 0 = padding, no string
+  int32 ids; hash tables) in the ordinary ``tf.function``, calls an inner
+  ``tf.function(jit_compile=True)`` doing forward, losses and gradients on the ids, and applies
+  the gradients outside XLA (legacy sparse optimizer updates have no XLA kernels). Aux losses then receive the *looked-up* feature dict (int32 ids, 0 = padding, no string
   meta features); without XLA they receive the raw dict. ``ctrcore.layers.pad_like`` masks either.
   ``test_step`` never uses XLA (eval is cheap, avoids a second compile).
 
@@ -72,7 +72,7 @@ class CTRModel(tfrs.Model):
                                        metrics=[self.auc], name="ranking")
         self._trackers: Dict[str, keras.metrics.Mean] = {}
         self._xla = False
-        self._xla_update = None
+        self._xla_grads = None
         # create the backbone's variables now (eagerly, in the caller's strategy scope) so that
         # embedding_variables()/dense_variables(), checkpoint restore and XLA steps see them.
         self.backbone(self._dummy_features(), training=False)
@@ -143,30 +143,33 @@ class CTRModel(tfrs.Model):
 
     # -- steps -----------------------------------------------------------------------------------
     def compile(self, optimizer="adagrad", jit_compile=None, **kwargs):
-        """As keras ``compile``; ``jit_compile=True`` XLA-compiles the id-based part of the train
-        step (see the module docstring), never the string lookups."""
+        """As keras ``compile``; ``jit_compile=True`` XLA-compiles the id-based forward and backward
+        pass of the train step (see the module docstring), never the string lookups, nor the
+        optimizer update (sparse Adagrad/Adam updates of the legacy optimizers used by
+        ``CompositeOptimizer`` have no XLA kernel)."""
         self._xla = bool(jit_compile)
-        self._xla_update = tf.function(self._update, jit_compile=True) if self._xla else None
+        self._xla_grads = tf.function(self._grads, jit_compile=True) if self._xla else None
         super().compile(optimizer=optimizer, jit_compile=False, **kwargs)
 
-    def _update(self, features):
+    def _grads(self, features):
         with tf.GradientTape() as tape:
             terms, outputs = self.compute_terms(features, training=True)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = terms["total"] / tf.cast(replicas, tf.float32)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        return terms, outputs["logits"], grads
+
+    def _apply(self, grads):
         self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None])
-        return terms, outputs["logits"]
+            [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
 
     def train_step(self, data):
         features = _features_of(data)
         if self._xla:
-            ids = self.backbone.lookup(features)
-            terms, logits = self._xla_update(ids)
+            terms, logits, grads = self._xla_grads(self.backbone.lookup(features))
         else:
-            terms, logits = self._update(features)
+            terms, logits, grads = self._grads(features)
+        self._apply(grads)
         self.auc.update_state(tf.cast(features[self.label_key], tf.float32), logits)
         logs = dict(terms)
         logs["loss"] = terms["total"]

@@ -14,7 +14,7 @@ Generative story (so that a short training reaches a validation AUC clearly abov
   categories; clicked items are prepended to it as pages go by;
 * a page is opened by a trigger item (usually from a preferred category) and shows 2 ..
   ``max_context + 1`` items, about 40% of which share the trigger's category;
-* ``P(click) = sigmoid(-1.6 + 1.6 [cat in preferred] + 1.0 [cat == trigger cat] + item bias)``.
+* ``P(click) = sigmoid(-2.2 + 2.4 [cat in preferred] + 1.5 [cat == trigger cat] + item bias)``.
 
 So the click depends on the target's category vs. the history (attention / SIM search), vs. the
 trigger (trigger-aware models) and on the item id (bias). The in-page context of an example is
@@ -84,7 +84,7 @@ def write_fake_dataset(out_dir: str, n_examples: int = 2000, seed: int = 0,
     n_users = n_users or max(10, n_examples // 40)
     item_cat = rng.randint(0, n_categories, size=n_items)
     item_seller = rng.randint(0, n_sellers, size=n_items)
-    item_bias = rng.normal(0.0, 0.6, size=n_items)
+    item_bias = rng.normal(0.0, 0.5, size=n_items)
     items_of_cat = [np.flatnonzero(item_cat == c) for c in range(n_categories)]
     items_of_cat = [a if len(a) else np.arange(n_items) for a in items_of_cat]
     pref = np.stack([rng.choice(n_categories, size=2, replace=False) for _ in range(n_users)])
@@ -118,7 +118,7 @@ def write_fake_dataset(out_dir: str, n_examples: int = 2000, seed: int = 0,
             else:
                 it = int(rng.randint(n_items))
             c = item_cat[it]
-            logit = -1.6 + 1.6 * (c in pref[u]) + 1.0 * (c == item_cat[trig]) + item_bias[it]
+            logit = -2.2 + 2.4 * (c in pref[u]) + 1.5 * (c == item_cat[trig]) + item_bias[it]
             items.append(it)
             labels.append(int(rng.rand() < 1.0 / (1.0 + np.exp(-logit))))
         pages.append((u, trig, items, labels, list(history[u]), ts))

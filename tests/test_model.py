@@ -55,7 +55,7 @@ def test_tan_learns_fake_data(fake):
     model = CTRModel(spec, backbones.build_backbone("tan", spec))
     model.compile(keras.optimizers.Adam(2e-3))
     h = model.fit(_ds(d, "train", 128), validation_data=_ds(d, "valid", 512), epochs=3, verbose=0)
-    assert h.history["val_auc"][-1] > 0.62, h.history["val_auc"]
+    assert h.history["val_auc"][-1] > 0.65, h.history["val_auc"]
 
 
 def test_aux_term_in_history_and_single_forward(fake):
@@ -87,11 +87,15 @@ def test_xla_train_step_runs(fake):
     # XLA-checked in test_backbones.py::test_apply_runs_under_xla
     model = CTRModel(spec, backbones.build_backbone("din", spec, emb_dim=8, mlp_units=(16, 8)),
                      aux_losses=[FakeAux(name="fake")])
-    model.compile(keras.optimizers.Adagrad(0.05), jit_compile=True)
+    # CompositeOptimizer with legacy Adagrad: sparse updates (no XLA kernel) stay outside XLA
+    opt = tfrs.experimental.optimizers.CompositeOptimizer([
+        (keras.optimizers.legacy.Adagrad(0.05), model.embedding_variables),
+        (keras.optimizers.legacy.Adam(1e-3), model.dense_variables)])
+    model.compile(opt, jit_compile=True, steps_per_execution=2)
     before = [v.numpy().copy() for v in model.embedding_variables()]
-    h = model.fit(_ds(d, "train", 64, drop_remainder=True).take(3), epochs=1, verbose=0)
+    h = model.fit(_ds(d, "train", 64, repeat=True), steps_per_epoch=4, epochs=1, verbose=0)
     assert np.isfinite(h.history["total"][0]) and "fake_aux" in h.history
-    assert model._xla_update.experimental_get_tracing_count() <= 2  # variable-creating trace + final
+    assert 1 <= model._xla_grads.experimental_get_tracing_count() <= 2  # (variable-creating trace)
     assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, model.embedding_variables()))
 
 
