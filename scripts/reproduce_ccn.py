@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Resumable driver of the CCN experiments (CCN paper Table 2 layout) on the synthetic default
+and on the MIND stand-in.
+
+    python scripts/reproduce_ccn.py --dataset=synthetic [--seeds=0,1,2,3,4] [--only=tan,ccn] [--dry_run]
+    nohup python scripts/reproduce_ccn.py --dataset=mind > out/mind/reproduce.log 2>&1 &
+
+1. Prepares the data once (synthetic: `python -m pipelines.synthetic` then
+   `python -m pipelines.preprocess`; mind: `python -m pipelines.preprocess --source=mind`), unless
+   `OUT/<dataset>/data/stats.json` exists.
+2. Runs `python -m ccn.train --flagfile=configs/<model>_<dataset>.flags --seed=S`, one
+   subprocess per (model, seed), seed-major order so that every model gets seed 0 first and a
+   report can be built from whatever has finished. A run whose metrics.json exists is skipped;
+   an interrupted run resumes from its own checkpoint (BackupAndRestore).
+3. Writes `results/ccn_<dataset>.md` and `.json` with `python -m ccn.report` (mean ± std over
+   seeds, RelaImpr against TAN), computed from the runs' metrics.json only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("wide_deep", "din", "sim", "tan_base", "tan", "ccn_notsi", "ccn_no_attraction",
+          "ccn_no_repulsion", "ccn")
+PRIORITY = ("tan", "ccn")  # the comparison that must hold on the synthetic data comes first
+
+
+def data_commands(dataset: str, rows: int):
+    data = f"out/{dataset}/data"
+    beam = ["--runner=DirectRunner"]
+    if dataset == "synthetic":
+        log = f"out/{dataset}/log/exposures.csv"
+        return data, [
+            ["pipelines.synthetic", f"--output={log}", f"--rows={rows}", "--seed=0"],
+            ["pipelines.preprocess", "--source=synthetic", f"--input={log}", f"--output_dir={data}",
+             "--seed=0", *beam]]
+    if dataset == "mind":
+        return data, [["pipelines.preprocess", "--source=mind",
+                       "--input=../shared/data/mind_small_sample", f"--output_dir={data}",
+                       "--seed=0", *beam]]
+    raise SystemExit(f"unknown --dataset {dataset!r} (synthetic | mind)")
+
+
+def run(args, log) -> int:
+    cmd = [sys.executable, "-m", *args]
+    print(f"$ {shlex.join(cmd)}", file=log, flush=True)
+    t0 = time.time()
+    rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    print(f"-> exit {rc} in {time.time() - t0:.0f}s", file=log, flush=True)
+    return rc
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="synthetic", choices=("synthetic", "mind"))
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--only", default="", help="comma list of models (default: all)")
+    ap.add_argument("--rows", type=int, default=300_000, help="synthetic log rows")
+    ap.add_argument("--extra", default="", help="extra ccn.train flags for every run")
+    ap.add_argument("--dry_run", action="store_true")
+    ap.add_argument("--report_only", action="store_true")
+    a = ap.parse_args()
+    models = [m for m in a.only.split(",") if m] or list(MODELS)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; choose from {MODELS}")
+    models.sort(key=lambda m: (m not in PRIORITY, PRIORITY.index(m) if m in PRIORITY else 0))
+    seeds = [int(s) for s in a.seeds.split(",") if s]
+    log = sys.stdout
+    data, prep = data_commands(a.dataset, a.rows)
+    if not a.report_only:
+        if not os.path.exists(os.path.join(ROOT, data, "stats.json")):
+            for c in prep:
+                if a.dry_run:
+                    print("$ python -m " + shlex.join(c))
+                elif run(c, log) != 0:
+                    raise SystemExit(f"data preparation failed: {shlex.join(c)}")
+        for seed in seeds:
+            for m in models:
+                run_dir = os.path.join(ROOT, "runs", a.dataset, m, f"seed{seed}")
+                if os.path.exists(os.path.join(run_dir, "metrics.json")):
+                    continue
+                c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}",
+                     *shlex.split(a.extra)]
+                if a.dry_run:
+                    print("$ python -m " + shlex.join(c))
+                else:
+                    run(c, log)
+    rep = ["ccn.report", f"--runs_glob=runs/{a.dataset}/*/seed*", "--layout=ccn", "--base=tan",
+           f"--output=results/ccn_{a.dataset}.md", f"--json=results/ccn_{a.dataset}.json",
+           f"--title=CCN Table 2 layout on {a.dataset}"]
+    if a.dry_run:
+        print("$ python -m " + shlex.join(rep))
+    else:
+        os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
+        run(rep, log)
+
+
+if __name__ == "__main__":
+    main()
