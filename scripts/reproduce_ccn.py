@@ -9,8 +9,8 @@ and on the MIND stand-in.
    `python -m pipelines.preprocess`; mind: `python -m pipelines.preprocess --source=mind`), unless
    `OUT/<dataset>/data/stats.json` exists.
 2. Runs `python -m ccn.train --flagfile=configs/<model>_<dataset>.flags --seed=S`, one
-   subprocess per (model, seed), seed-major order so that every model gets seed 0 first and a
-   report can be built from whatever has finished. A run whose metrics.json exists is skipped;
+   subprocess per (model, seed): TAN and CCN over every seed first, then the other models
+   seed-major, so that a report can be built from whatever has finished. A run whose metrics.json exists is skipped;
    an interrupted run resumes from its own checkpoint (BackupAndRestore).
 3. Writes `results/ccn_<dataset>.md` and `.json` with `python -m ccn.report` (mean ± std over
    seeds, RelaImpr against TAN), computed from the runs' metrics.json only.
@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--dataset", default="synthetic", choices=("synthetic", "mind"))
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--only", default="", help="comma list of models (default: all)")
-    ap.add_argument("--rows", type=int, default=300_000, help="synthetic log rows")
+    ap.add_argument("--rows", type=int, default=100_000, help="synthetic log rows")
     ap.add_argument("--extra", default="", help="extra ccn.train flags for every run")
     ap.add_argument("--dry_run", action="store_true")
     ap.add_argument("--report_only", action="store_true")
@@ -80,17 +80,19 @@ def main():
                     print("$ python -m " + shlex.join(c))
                 elif run(c, log) != 0:
                     raise SystemExit(f"data preparation failed: {shlex.join(c)}")
-        for seed in seeds:
-            for m in models:
-                run_dir = os.path.join(ROOT, "runs", a.dataset, m, f"seed{seed}")
-                if os.path.exists(os.path.join(run_dir, "metrics.json")):
-                    continue
-                c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}",
-                     *shlex.split(a.extra)]
-                if a.dry_run:
-                    print("$ python -m " + shlex.join(c))
-                else:
-                    run(c, log)
+        # the TAN-vs-CCN comparison over every seed first, then the other models seed-major
+        order = [(s, m) for m in models if m in PRIORITY for s in seeds]
+        order += [(s, m) for s in seeds for m in models if m not in PRIORITY]
+        for seed, m in order:
+            run_dir = os.path.join(ROOT, "runs", a.dataset, m, f"seed{seed}")
+            if os.path.exists(os.path.join(run_dir, "metrics.json")):
+                continue
+            c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}",
+                 *shlex.split(a.extra)]
+            if a.dry_run:
+                print("$ python -m " + shlex.join(c))
+            else:
+                run(c, log)
     rep = ["ccn.report", f"--runs_glob=runs/{a.dataset}/*/seed*", "--layout=ccn", "--base=tan",
            f"--output=results/ccn_{a.dataset}.md", f"--json=results/ccn_{a.dataset}.json",
            f"--title=CCN Table 2 layout on {a.dataset}"]
