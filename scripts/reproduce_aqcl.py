@@ -18,9 +18,10 @@ the ablation. A run whose ``metrics.json`` exists is skipped, so re-running the 
 resumes (``ccn.train`` itself resumes an interrupted run from its ``backup/``). A failed run is
 logged and the driver goes on.
 
-AQCL runs get ``--aqcl_w1/--aqcl_w2`` from the alpha search's ``best.json`` (``--alpha_from``,
-``python -m aqcl.search --flagfile=configs/search_din_aqcl_beauty.flags``) when it exists, else
-the config's values; which one was used is recorded in the results.
+AQCL runs get ``--aqcl_w1/--aqcl_w2`` from the alpha search's ``best.json`` when
+``--alpha_from`` names one (``python -m aqcl.search --flagfile=configs/search_din_aqcl_beauty.flags``
+writes ``out/beauty/search_din_aqcl/best.json``), else the config's values; the values each row
+used are recorded in the results (``loss_params``; a list when seeds differ).
 
 Finally (also with ``--report_only``) writes ``results/aqcl_beauty.json`` and ``.md``: per model
 ``auc_mean``, ``auc_std``, ``seeds``, per activeness group AUC means, and ``relaimpr`` (AQCL
@@ -267,19 +268,55 @@ def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: O
 
 
 # ---------------------------------------------------------------------------------------------
+def run_all(planned: List[tuple], args, alpha: Optional[dict]) -> List[tuple]:
+    """Run (or skip) every planned run in order; returns the failed ones."""
+    failed = []
+    for i, (name, seed) in enumerate(planned):
+        run_dir = os.path.join(args.runs_dir, name, f"seed{seed}")
+        cmd = command(name, seed, run_dir, alpha, args.train_flag)
+        if os.path.exists(os.path.join(run_dir, "metrics.json")):
+            log(f"[{i + 1}/{len(planned)}] {name} seed {seed}: done, skipped")
+            continue
+        if args.dry_run:
+            print(shlex.join(cmd), flush=True)
+            continue
+        os.makedirs(run_dir, exist_ok=True)
+        log(f"[{i + 1}/{len(planned)}] {name} seed {seed}: {shlex.join(cmd)}")
+        t0 = time.time()
+        with open(os.path.join(run_dir, "train.log"), "a") as fh:
+            fh.write(f"$ {shlex.join(cmd)}\n")
+            fh.flush()
+            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        dt = time.time() - t0
+        if rc != 0 or not os.path.exists(os.path.join(run_dir, "metrics.json")):
+            log(f"    FAILED (exit {rc}, {dt:.0f}s); see {run_dir}/train.log")
+            failed.append((name, seed))
+        else:
+            with open(os.path.join(run_dir, "metrics.json")) as fh:
+                m = json.load(fh)
+            log(f"    test AUC {m.get('auc')}, logloss {m.get('logloss')} ({dt:.0f}s)")
+            write_results(args.runs_dir, args.results, args.planned, alpha, args.data_dir)
+    return failed
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs_dir", default="out/beauty/runs")
     ap.add_argument("--data_dir", default="out/beauty/data", help="only for stats.json in the report")
     ap.add_argument("--results", default="results/aqcl_beauty", help="output prefix (.json / .md)")
-    ap.add_argument("--alpha_from", default="out/beauty/search_din_aqcl/best.json")
+    ap.add_argument("--alpha_from", default="",
+                    help="alpha search best.json (e.g. out/beauty/search_din_aqcl/best.json) whose "
+                         "w1/w2 every AQCL run gets; default: the config's w1/w2. Use a separate "
+                         "--runs_dir per alpha setting so seeds of one row never mix settings.")
     ap.add_argument("--seeds_table2", type=int, default=5)
     ap.add_argument("--seeds_table3", type=int, default=3)
     ap.add_argument("--seeds_ablation", type=int, default=3)
     ap.add_argument("--only", default="", help="comma list of model-name globs (e.g. din,din_aqcl*)")
     ap.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--report_only", action="store_true", help="only (re)write the results files")
+    ap.add_argument("--retries", type=int, default=1,
+                    help="passes re-running the failed runs after the first pass")
     ap.add_argument("--train_flag", action="append", default=[],
                     help="extra ccn.train flag for every run (repeatable), e.g. --train_flag=--epochs=2")
     args = ap.parse_args(argv)
@@ -288,33 +325,19 @@ def main(argv=None) -> int:
     planned = [(n, s) for n, s in plan(args.seeds_table2, args.seeds_table3, args.seeds_ablation)
                if selected(n, only)]
     alpha = alpha_params(args.alpha_from)
+    args.planned = planned
     if not args.report_only:
         log(f"{len(planned)} runs planned; alpha: "
             f"{'w1=%.4g w2=%.4g from %s' % (alpha['w1'], alpha['w2'], alpha['source']) if alpha else 'config defaults (no search best.json)'}")
-        for i, (name, seed) in enumerate(planned):
-            run_dir = os.path.join(args.runs_dir, name, f"seed{seed}")
-            cmd = command(name, seed, run_dir, alpha, args.train_flag)
-            if os.path.exists(os.path.join(run_dir, "metrics.json")):
-                log(f"[{i + 1}/{len(planned)}] {name} seed {seed}: done, skipped")
-                continue
-            if args.dry_run:
-                print(shlex.join(cmd))
-                continue
-            os.makedirs(run_dir, exist_ok=True)
-            log(f"[{i + 1}/{len(planned)}] {name} seed {seed}: {shlex.join(cmd)}")
-            t0 = time.time()
-            with open(os.path.join(run_dir, "train.log"), "a") as fh:
-                fh.write(f"$ {shlex.join(cmd)}\n")
-                fh.flush()
-                rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
-            dt = time.time() - t0
-            if rc != 0 or not os.path.exists(os.path.join(run_dir, "metrics.json")):
-                log(f"    FAILED (exit {rc}, {dt:.0f}s); see {run_dir}/train.log")
-            else:
-                with open(os.path.join(run_dir, "metrics.json")) as fh:
-                    m = json.load(fh)
-                log(f"    test AUC {m.get('auc')}, logloss {m.get('logloss')} ({dt:.0f}s)")
-                write_results(args.runs_dir, args.results, planned, alpha, args.data_dir)
+        failed = run_all(planned, args, alpha)
+        for attempt in range(args.retries):
+            if not failed or args.dry_run:
+                break
+            log(f"retry pass {attempt + 1}/{args.retries}: {len(failed)} failed runs "
+                "(ccn.train resumes them from their backup)")
+            failed = run_all(failed, args, alpha)
+        if failed:
+            log(f"{len(failed)} runs failed: " + ", ".join(f"{n}/seed{s}" for n, s in failed))
     if args.dry_run:
         return 0
     res = write_results(args.runs_dir, args.results, planned, alpha, args.data_dir)
