@@ -121,7 +121,7 @@ def metrics_markdown(res: Dict[str, Any]) -> str:
 
 def evaluate_run(model_dir: str, *, split: str = "test", data_dir: Optional[str] = None,
                  base_run: Optional[str] = None, model=None, spec=None, stats=None,
-                 batch_size: Optional[int] = None, write: bool = True) -> Dict[str, Any]:
+                 batch_size: Optional[int] = None, write: bool = True, predict_fn=None) -> Dict[str, Any]:
     """Evaluate ``model_dir``'s best weights on ``split``; write metrics(.json|.md). ``model``,
     ``spec`` and ``stats`` may be passed in (end of ``ccn.train``) to skip the rebuild."""
     from ctrcore import schema, trainer
@@ -141,7 +141,7 @@ def evaluate_run(model_dir: str, *, split: str = "test", data_dir: Optional[str]
     thresholds = eval_stats.get("activeness_thresholds") or stats.get("activeness_thresholds")
     t0 = time.time()
     res = trainer.evaluate_split(model, spec, eval_dir, split, batch_size or cfg.eval_batch_size,
-                                 thresholds)
+                                 thresholds, predict_fn=predict_fn)
     info = record.get("run_info", {})
     best = {}
     best_path = os.path.join(model_dir, trainer.BEST_INFO)

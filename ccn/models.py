@@ -1,19 +1,19 @@
 """Registry of ``--model`` names -> (backbone, auxiliary losses), and the model factory.
 
-==================== ======================= ===================================== ========================
-``--model``          backbone                aux losses                            paper row
-==================== ======================= ===================================== ========================
-``wide_deep``        ``wide_deep``           -                                     Wide&Deep
-``deepfm``           ``deepfm``              -                                     DeepFM (AQCL Table 3)
-``din``              ``din``                 -                                     DIN
-``sim``              ``sim``                 -                                     SIM
-``tan_base``         ``tan_base``            -                                     TAN (w/o CM & TSI)
-``tan``              ``tan``                 -                                     TAN
-``ccn_notsi``        ``tan_notsi``           CCN (L_S- and L_S+)                   CCN (w/o TSI)
-``ccn_no_attraction````tan``                 CCN, L_S- only                        CCN (w/o L_S+)
-``ccn_no_repulsion`` ``tan``                 CCN, L_S+ only                        CCN (w/o L_S-)
-``ccn``              ``tan``                 CCN (L_S- and L_S+)                   CCN
-==================== ======================= ===================================== ========================
+========================= ============= ======================== ========================
+``--model``               backbone      aux losses               paper row
+========================= ============= ======================== ========================
+``wide_deep``             wide_deep     -                        Wide&Deep
+``deepfm``                deepfm        -                        DeepFM (AQCL Table 3)
+``din``                   din           -                        DIN
+``sim``                   sim           -                        SIM
+``tan_base``              tan_base      -                        TAN (w/o CM & TSI)
+``tan``                   tan           -                        TAN
+``ccn_notsi``             tan_notsi     CCN (L_S- and L_S+)      CCN (w/o TSI)
+``ccn_no_attraction``     tan           CCN, L_S- only           CCN (w/o L_S+)
+``ccn_no_repulsion``      tan           CCN, L_S+ only           CCN (w/o L_S-)
+``ccn``                   tan           CCN (L_S- and L_S+)      CCN
+========================= ============= ======================== ========================
 
 ``--aux_losses`` (comma list of ``ccn``, ``aqcl``, ``icl`` and the AQCL-paper regularisation
 baselines ``dropoutnet``, ``deepmcp``, ``dmr`` of ``aqcl.baselines``) adds losses to any model,

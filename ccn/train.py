@@ -130,7 +130,7 @@ def run_info(cfg: TrainConfig, lp: Dict[str, Any], argv: Optional[List[str]] = N
             "command": shlex.join(["python", "-m", "ccn.train"] + argv), "argv": argv}
 
 
-def try_export(model, spec, cfg: TrainConfig) -> Optional[str]:
+def try_export(model, spec, cfg: TrainConfig, extra_info: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """Export the serving graph with ``serving.export`` if it is importable; returns the path."""
     if not cfg.export_base:
         return None
@@ -147,6 +147,8 @@ def try_export(model, spec, cfg: TrainConfig) -> Optional[str]:
     avail = {"model": model, "backbone": getattr(model, "backbone", model), "spec": spec,
              "export_base": cfg.export_base, "model_name": cfg.model_name,
              "base_dir": cfg.export_base, "name": cfg.model_name}
+    if extra_info is not None:
+        avail["extra_info"] = extra_info
     kwargs = {k: v for k, v in avail.items() if k in params}
     path = fn(**kwargs)
     logging.info("exported to %s", path)
@@ -170,9 +172,12 @@ def run(cfg: TrainConfig, lp: Dict[str, Any], argv: Optional[List[str]] = None, 
     if evaluate:
         summary["metrics"] = evaluate_lib.evaluate_run(
             cfg.model_dir, split=cfg.eval_split, model=result.model, spec=result.spec,
-            stats=result.stats)
+            stats=result.stats, predict_fn=result.predict_fn)
     if export and cfg.export_base and trainer.is_chief():
-        summary["export"] = try_export(result.model, result.spec, cfg)
+        m = summary.get("metrics") or {}
+        summary["export"] = try_export(result.model, result.spec, cfg, extra_info={
+            "model_dir": cfg.model_dir, "run_key": info["run_key"], "seed": cfg.seed,
+            "best": result.best, f"{cfg.eval_split}_auc": m.get("auc")})
     summary["model"] = result.model
     return summary
 

@@ -118,7 +118,10 @@ def setup_runtime(cfg: TrainConfig) -> None:
         "float32" if cfg.mixed_precision == "none" else cfg.mixed_precision)
 
 
-def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
+def make_strategy(cfg: TrainConfig, variable_partitioner=None) -> tf.distribute.Strategy:
+    """The ``--distribution`` strategy. ``parameter_server``: variables are sharded across the ps
+    tasks by ``variable_partitioner`` (default: ``MinSizePartitioner`` with 256 KiB shards, at
+    most one shard per ps), so large embedding tables are spread over the parameter servers."""
     if cfg.distribution == "none":
         return tf.distribute.get_strategy()
     if cfg.distribution == "mirrored":
@@ -134,7 +137,11 @@ def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
             log.info("parameter_server: %s %d serving", resolver.task_type, resolver.task_id)
             server.join()
             sys.exit(0)
-        return tf.distribute.ParameterServerStrategy(resolver)
+        num_ps = len(resolver.cluster_spec().as_dict().get("ps", []))
+        if variable_partitioner is None and num_ps > 1:
+            variable_partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+                min_shard_bytes=256 << 10, max_shards=num_ps)
+        return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=variable_partitioner)
     raise ConfigError(f"unknown --distribution={cfg.distribution!r}")
 
 
@@ -443,7 +450,8 @@ class InterruptAfterSteps(keras.callbacks.Callback):
 # the loop
 # ---------------------------------------------------------------------------------------------
 class TrainResult(dict):
-    """``{model, spec, stats, plan, history, best, skipped}`` (a dict with attribute access)."""
+    """``{model, spec, stats, plan, history, best, skipped, predict_fn}`` (a dict with attribute
+    access; ``predict_fn`` is the traced prediction function of the validation, reusable)."""
 
     __getattr__ = dict.__getitem__
 
@@ -496,9 +504,10 @@ def build_compiled(cfg: TrainConfig, model_fn, spec, stats, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = model_fn(spec, stats)
-        sample = next(iter(make_dataset(cfg.data_dir, cfg.valid_split, 2, spec=spec, shuffle=False,
-                                        deterministic=True)))
-        model(serving_inputs(sample, spec), training=False)
+        if not model.built:  # CTRModel builds its backbone in __init__; others: one small batch
+            sample = next(iter(make_dataset(cfg.data_dir, cfg.valid_split, 2, spec=spec,
+                                            shuffle=False, deterministic=True)))
+            model(serving_inputs(sample, spec), training=False)
         model.compile(optimizer=make_optimizer(cfg, model), jit_compile=cfg.jit_compile,
                       steps_per_execution=cfg.steps_per_execution)
     return model
@@ -529,7 +538,7 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
         model = build_compiled(cfg, model_fn, spec, stats, strategy)
         load_best(model, md)
         return TrainResult(model=model, spec=spec, stats=stats, plan=plan, history=history,
-                           best=history.get("best"), skipped=True)
+                           best=history.get("best"), skipped=True, predict_fn=None)
 
     if chief:
         record = dict(record, versions=versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -597,7 +606,7 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
         write_json(os.path.join(md, HISTORY_FILE), history)
     load_best(model, md)
     return TrainResult(model=model, spec=spec, stats=stats, plan=plan, history=history,
-                       best=val_cb.best, skipped=False)
+                       best=val_cb.best, skipped=False, predict_fn=val_cb._predict_fn)
 
 
 def load_best(model: keras.Model, model_dir: str) -> None:
