@@ -68,7 +68,11 @@ class CTRModel(tfrs.Model):
         self.aux_losses = list(aux_losses)
         self.label_key = label_key
         self.auc = keras.metrics.AUC(name="auc", from_logits=True)
-        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        # per-example CE, averaged in compute_terms (AUTO / SUM_OVER_BATCH_SIZE raise under
+        # tf.distribute); the train step divides by the number of replicas, so the summed
+        # replica gradients are those of the global-batch mean
+        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE),
                                        metrics=[self.auc], name="ranking")
         self._trackers: Dict[str, keras.metrics.Mean] = {}
         self._xla = False
@@ -105,7 +109,7 @@ class CTRModel(tfrs.Model):
     def metrics(self):
         return [self.auc] + list(self._trackers.values())
 
-    def _track(self, logs: Dict[str, tf.Tensor]):
+    def _update_trackers(self, logs: Dict[str, tf.Tensor]):
         for k, v in logs.items():
             if k not in self._trackers:
                 with tf.init_scope():
@@ -123,8 +127,8 @@ class CTRModel(tfrs.Model):
         if outputs is None:
             outputs = self.backbone(features, training=training)
         labels = tf.cast(features[self.label_key], tf.float32)
-        ce = self.task(labels=labels[:, None], predictions=outputs["logits"][:, None],
-                       training=training, compute_metrics=False)
+        ce = tf.reduce_mean(self.task(labels=labels[:, None], predictions=outputs["logits"][:, None],
+                                      training=training, compute_metrics=False))
         terms = {"ce": ce}
         for aux in self.aux_losses:
             for k, v in aux(self, features, outputs, training=training).items():
@@ -173,7 +177,7 @@ class CTRModel(tfrs.Model):
         self.auc.update_state(tf.cast(features[self.label_key], tf.float32), logits)
         logs = dict(terms)
         logs["loss"] = terms["total"]
-        logs = self._track(logs)
+        logs = self._update_trackers(logs)
         logs["auc"] = self.auc.result()
         return logs
 
@@ -183,7 +187,7 @@ class CTRModel(tfrs.Model):
         self.auc.update_state(tf.cast(features[self.label_key], tf.float32), outputs["logits"])
         logs = dict(terms)
         logs["loss"] = terms["total"]
-        logs = self._track(logs)
+        logs = self._update_trackers(logs)
         logs["auc"] = self.auc.result()
         return logs
 
