@@ -394,7 +394,9 @@ class ScalarLogger(keras.callbacks.Callback):
         super().__init__()
         from tensorflow.core.framework import summary_pb2
 
+        self._supports_tf_logs = True  # no per-batch host conversion of the logs
         self.log_dir, self.update_freq = log_dir, max(1, int(update_freq))
+        self._last_batch_write = -1
         self._md = summary_pb2.SummaryMetadata()
         self._md.plugin_data.plugin_name = "scalars"
         self._writers: Dict[str, Any] = {}
@@ -418,7 +420,8 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
-        if logs and step % self.update_freq == 0:
+        if logs and step // self.update_freq != self._last_batch_write // self.update_freq:
+            self._last_batch_write = step
             self._write("train", logs, step, "batch_")
 
     def on_epoch_end(self, epoch, logs=None):
@@ -571,7 +574,10 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
         ScalarLogger(tb_dir, cfg.tb_update_freq),
         *callbacks,
         # last: its epoch-end backup follows the validation / best checkpoint of that epoch
-        _Backup(os.path.join(md, BACKUP_DIR), cfg.backup_every_steps, plan["steps_per_epoch"]),
+        # (batch hooks run once per steps_per_execution steps: the save frequency counts those)
+        _Backup(os.path.join(md, BACKUP_DIR),
+                max(1, cfg.backup_every_steps // cfg.steps_per_execution) if cfg.backup_every_steps else 0,
+                plan["steps_per_epoch"]),
     ]
     t0 = time.time()
     model.fit(train_input, epochs=plan["epochs"], steps_per_epoch=plan["steps_per_epoch"],
