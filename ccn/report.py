@@ -124,7 +124,8 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
                                 "n": sorted({x.get("n") for x in gm if x.get("n") is not None})}
         rts = [r["history"].get("runtime", {}) for r in rs]
         g["runtime"] = {k: mean_std([rt.get(k) for rt in rts])
-                        for k in ("train_seconds", "wall_seconds", "steps", "examples_per_second")}
+                        for k in ("train_seconds", "wall_seconds", "steps", "examples_per_second",
+                                  "median_steady_examples_per_second")}
         g["best_epoch"] = mean_std([m.get("best_epoch") for m in ms])
         g["commands"] = sorted({r["record"].get("run_info", {}).get("command", "") for r in rs} - {""})
         g["data"] = sorted({json.dumps({k: (m.get("data") or {}).get(k) for k in
@@ -198,7 +199,10 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
          f"* seeds: {seeds}; cells are mean ± sample std over the seeds of each row (n = #seeds)",
          "* AUC over all test examples; GAUC = per-user AUC weighted by impressions (users with both "
          "labels); page AUC = mean AUC within pages with both labels; "
-         "RelaImpr = ((AUC - 0.5) / (AUC_base - 0.5) - 1) x 100% on the mean AUCs (AQCL Eq. 9)"]
+         "RelaImpr = ((AUC - 0.5) / (AUC_base - 0.5) - 1) x 100% on the mean AUCs (AQCL Eq. 9)",
+         "* train time: training seconds (validation excluded) summed over a run's sessions, mean over "
+         "seeds; ex/s: median over epochs of the training throughput without each epoch's first "
+         "step (tracing), mean over seeds"]
     if len(digests) > 1:
         L.append(f"* **warning: the runs use {len(digests)} different datasets (stats digests "
                  f"{digests}); rows are not comparable**")
@@ -241,7 +245,9 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
                 L.append(f"| {label} (`{key}`) | 0 | not run |" + " |" * (len(hdr) - 3))
                 continue
             ri = g.get("relaimpr") or {}
-            eps = g["runtime"]["examples_per_second"]
+            eps = g["runtime"]["median_steady_examples_per_second"]
+            if eps["mean"] is None:
+                eps = g["runtime"]["examples_per_second"]
             cells = [f"{label} (`{key}`)", str(g["n_seeds"]), fmt_ms(g["auc"]), fmt_pct(ri.get("auc")),
                      fmt_ms(g["gauc"]), fmt_ms(g["page_auc"]), fmt_ms(g["logloss"])] + \
                     [fmt_ms(g["groups"][grp]["auc"]) for grp in GROUPS] + \

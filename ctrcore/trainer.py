@@ -288,6 +288,7 @@ class ValidationCallback(keras.callbacks.Callback):
 
     def __init__(self, cfg: TrainConfig, spec, plan: Dict[str, int], thresholds, write: bool = True):
         super().__init__()
+        self._supports_tf_logs = True  # batch logs are not read: no per-step host conversion
         self.cfg, self.spec, self.plan, self.thresholds, self.write = cfg, spec, plan, thresholds, write
         self.model_dir = cfg.model_dir
         self._predict_fn = None
@@ -331,6 +332,11 @@ class ValidationCallback(keras.callbacks.Callback):
                 log.info("resumed from backup: epoch %d, global step %d", epoch + 1, step)
         self._t_epoch = time.time()
         self._it_epoch = step
+        self._first_batch = None  # (time, global step) after the epoch's first execution
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_batch is None:
+            self._first_batch = (time.time(), self._step())
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -347,10 +353,16 @@ class ValidationCallback(keras.callbacks.Callback):
             logs[f"val_{k}"] = val[k]
         entry = {"epoch": int(epoch) + 1, "global_step": step, "steps": steps,
                  "train": {k: float(v) for k, v in logs.items() if not k.startswith("val_")
-                           and np.ndim(v) == 0},
+                           and np.ndim(np.asarray(v)) == 0},
                  "val": {k: val[k] for k in ("auc", "logloss", "gauc", "gauc_unweighted", "page_auc", "n")},
                  "train_seconds": train_s, "val_seconds": val_s,
-                 "examples_per_second": steps * self.cfg.batch_size / train_s if train_s > 0 else None}
+                 "examples_per_second": steps * self.cfg.batch_size / train_s if train_s > 0 else None,
+                 "steady_examples_per_second": None}
+        if self._first_batch is not None:  # excludes the first execution (tracing, warm-up)
+            t1, s1 = self._first_batch
+            dt = t0 - t1  # t0: end of the epoch's training, before validation
+            if step > s1 and dt > 0:
+                entry["steady_examples_per_second"] = (step - s1) * self.cfg.batch_size / dt
         self.history["epochs"] = [e for e in self.history["epochs"] if e["epoch"] != entry["epoch"]]
         self.history["epochs"].append(entry)
         self._session["train_seconds"] += train_s
@@ -608,6 +620,11 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
     rt = history["runtime"]
     rt["examples_per_second"] = (rt["steps"] * cfg.batch_size / rt["train_seconds"]
                                  if rt["train_seconds"] else None)
+    steady = [e["steady_examples_per_second"] for e in history["epochs"]
+              if e.get("steady_examples_per_second")]
+    # median over epochs of the throughput without each epoch's first execution (PITFALLS: report
+    # medians; the first step of a session includes tracing / XLA compilation)
+    rt["median_steady_examples_per_second"] = float(np.median(steady)) if steady else None
     if chief:
         write_json(os.path.join(md, HISTORY_FILE), history)
     load_best(model, md)
