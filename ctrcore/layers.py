@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+from tensorflow.python.distribute.sharded_variable import ShardedVariable as _ShardedVariable
+
 PAD_ID = 0
 OOV_ID = 1
 
@@ -76,6 +78,8 @@ class IdEmbedding(keras.layers.Layer):
     def call(self, ids):
         if not self.built:
             self.build(None)
+        if isinstance(self.embeddings, _ShardedVariable):  # ParameterServerStrategy partitioner:
+            return tf.nn.embedding_lookup(self.embeddings, ids)  # gathers per shard, no concat
         return tf.gather(self.embeddings, ids)
 
 
