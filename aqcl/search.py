@@ -317,6 +317,9 @@ def run_search(objective: ObjectiveFn, *, out_dir: str, n_trials: int,
                 log("[aqcl.search] too many failed trials, stopping")
                 break
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if write_outputs:  # after every trial, so a long search can be watched / used early
+            write_search_outputs(study, out_dir, mean_history_length=mean_history_length,
+                                 activeness_thresholds=activeness_thresholds)
         if done:
             b = min(done, key=lambda t: t.value)
             log(f"[aqcl.search] {len(done)}/{n_trials} complete; best #{b.number}: "
