@@ -209,8 +209,17 @@ def _rel(a, b):
     return abs(a - b) / max(abs(b), 1e-12)
 
 
+def _report(name, res, single):
+    # visible with `pytest -s`; recorded in benchmarks/RESULTS.md
+    print(f"\n{name}: replicas {res['replicas']}, eval loss {res['eval_loss']:.6f} vs one device "
+          f"{single['eval_loss']:.6f} (rel. diff {_rel(res['eval_loss'], single['eval_loss']):.2e}), "
+          f"first-epoch train loss {res['train_total'][0]:.6f} vs {single['train_total'][0]:.6f}, "
+          f"fit {res['fit_seconds']:.1f}s vs {single['fit_seconds']:.1f}s")
+
+
 def test_mirrored_two_logical_cpus_matches_one_device(data, single, tmp_path):
     res = _run("mirrored", data, str(tmp_path))
+    _report("mirrored", res, single)
     assert res["replicas"] == 2, res
     assert res["steps"] == single["steps"] == STEPS
     assert _rel(res["eval_loss"], single["eval_loss"]) < TOL_SYNC, (res, single)
@@ -237,6 +246,7 @@ def test_multi_worker_mirrored_two_processes_matches_one_device(data, single, tm
         assert p.returncode == 0, lg[-4000:]
     with open(out) as fh:
         res = json.load(fh)
+    _report("multi_worker_mirrored", res, single)
     assert res["replicas"] == 2
     assert res["steps"] == STEPS
     assert _rel(res["eval_loss"], single["eval_loss"]) < TOL_SYNC, (res, single)
@@ -260,6 +270,8 @@ def test_parameter_server_sharded_tables_close_to_one_device(data, single, tmp_p
         for p in servers:
             p.kill()
             p.wait()
+    _report("parameter_server", res, single)
+    print(f"item table: {res['item_table']} shards on {res['item_table_shards']}")
     assert res["item_table"] == "ShardedVariable", res
     assert sorted({d.split("/task:")[1].split("/")[0] for d in res["item_table_shards"]}) == ["0", "1"], res
     assert "/job:ps" in res["item_table_shards"][0]

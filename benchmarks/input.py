@@ -1,0 +1,106 @@
+"""Input headroom: tf.data read-and-parse throughput of the training TFRecords.
+
+    python -m benchmarks.input --data_dir=out/bench/data [--batch_size=1024] [--batches=80]
+                               [--train_eps=N] [--per_example]
+
+Times ``ctrcore.data.make_dataset(data_dir, "train", batch_size, shuffle=True, repeat=True)`` -
+exactly the trainer's training input (GZIP read, shuffle, batch, ``parse_example`` after
+batching, prefetch) - by iterating it (``--batches`` after 5 warm-up batches) in a subprocess
+with nothing else running in it. ``--per_example`` also times the same pipeline parsing each
+record before batching (``parse_single_example`` map, then ``batch``), the alternative that
+"parse after batching" replaced. Headroom = input examples/s / ``--train_eps`` (the fastest
+model's training examples/s, from benchmarks.train in the same run_all run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+from benchmarks.train import cpu_seconds, load_average, run_worker
+
+
+def _time(ds, batches: int, batch_size: int) -> dict:
+    it = iter(ds)
+    for _ in range(5):
+        next(it)
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        b = next(it)
+        n += int(next(iter(b.values())).shape[0])
+    dt, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    return {"examples_per_second": n / dt, "examples_per_cpu_second": n / cpu, "seconds": dt,
+            "cpu_seconds": cpu, "examples": n, "cpu_util": cpu / dt}
+
+
+def worker(a) -> dict:
+    import tensorflow as tf
+
+    from ctrcore import data, schema
+
+    spec = schema.load_spec(a.data_dir)
+    load0 = load_average()
+    out = {"batch_size": a.batch_size, "load_average_start": load0}
+    ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True)
+    out["parse_after_batch"] = _time(ds, a.batches, a.batch_size)
+    if a.per_example:
+        feats = data.parse_spec(spec)
+        files = data.list_shards(a.data_dir, "train")
+        pe = (tf.data.TFRecordDataset(files, compression_type="GZIP", buffer_size=1 << 20)
+              .shuffle(10_000, seed=0).repeat()
+              .map(lambda x: tf.io.parse_single_example(x, feats), num_parallel_calls=tf.data.AUTOTUNE)
+              .batch(a.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+        out["parse_per_example"] = _time(pe, max(10, a.batches // 4), a.batch_size)
+        out["parse_after_batch_speedup"] = (out["parse_after_batch"]["examples_per_second"]
+                                            / out["parse_per_example"]["examples_per_second"])
+    out["load_average_end"] = load_average()
+    return out
+
+
+def run(a) -> dict:
+    args = [f"--data_dir={a.data_dir}", f"--batch_size={a.batch_size}", f"--batches={a.batches}"]
+    if a.per_example:
+        args.append("--per_example")
+    r = run_worker("benchmarks.input", args)
+    eps = r["parse_after_batch"]["examples_per_second"]
+    print(f"input (parse after batching): {eps:9.0f} ex/s, "
+          f"{r['parse_after_batch']['examples_per_cpu_second']:9.0f} ex/cpu-s, "
+          f"cpu_util {r['parse_after_batch']['cpu_util']:.2f} | load {r['load_average_start'][0]:.1f}", flush=True)
+    if "parse_per_example" in r:
+        print(f"input (parse per example):    {r['parse_per_example']['examples_per_second']:9.0f} ex/s "
+              f"-> parse after batching is {r['parse_after_batch_speedup']:.1f}x faster", flush=True)
+    if a.train_eps:
+        r["train_examples_per_second"] = a.train_eps
+        r["headroom"] = eps / a.train_eps
+        print(f"input headroom = {eps:.0f} / {a.train_eps:.0f} = {r['headroom']:.1f}x "
+              f"({'OK' if r['headroom'] >= 10 else 'BELOW'} target 10x)", flush=True)
+    return r
+
+
+def parser():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data_dir", default="out/bench/data")
+    ap.add_argument("--batch_size", type=int, default=1024)
+    ap.add_argument("--batches", type=int, default=80)
+    ap.add_argument("--per_example", action="store_true")
+    ap.add_argument("--train_eps", type=float, default=0.0)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None):
+    a = parser().parse_args(argv)
+    if a.worker:
+        print(json.dumps(worker(a)), flush=True)
+        return
+    print(json.dumps(run(a), indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    sys.path.insert(0, os.getcwd())
+    main()

@@ -1,0 +1,302 @@
+"""Training throughput of every ``--model`` (+ aux-loss variants) and the aux-loss overheads.
+
+    python -m benchmarks.train --data_dir=out/bench/data [--models=all] [--batch_size=1024]
+        [--epochs=6] [--steps_per_epoch=10] [--warmup_epochs=1] [--optimizer=adagrad]
+        [--jit_compile] [--steps_per_execution=1] [--json=PATH]
+
+Every configuration is trained in its own subprocess (``--worker``), inside ONE long ``fit()``
+(``warmup_epochs + epochs`` epochs of ``steps_per_epoch`` steps) on the trainer's own input
+(``ctrcore.data.make_dataset``: shuffled, repeated, parsed after batching) and the trainer's own
+model/optimizer construction (``ctrcore.trainer.build_compiled``). A callback takes a
+``perf_counter`` timestamp at the end of every batch (eager ``tf.function`` calls are synchronous,
+so consecutive timestamps bracket one step). The warm-up epochs (tracing, first allocations) are
+dropped; reported are the median step time, the median of the per-epoch mean step times, p10 /
+p90 of the step times, and a ``bimodal`` flag when p90 / p10 > 1.6 (PITFALLS: a 2x-slower mode
+with one core idle; ``cpu_util`` = process CPU seconds / wall seconds over the timed epochs tells
+it apart: ~2.0 = both cores busy).
+
+Aux-loss overheads (ratios of median step times measured in the same run):
+``ccn`` = CCN / TAN, ``aqcl`` = DIN+AQCL / DIN, ``ccn_aqcl`` = CCN+AQCL / TAN.
+With ``--rounds=2`` the configurations of the three ratios are measured twice in alternating
+order and the ratios use the per-configuration median over rounds (load drift cancels better).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALL_MODELS = ("wide_deep", "deepfm", "din", "sim", "tan_base", "tan", "ccn_notsi",
+              "ccn_no_attraction", "ccn_no_repulsion", "ccn")
+#: (run key, model, aux_losses): every model + the aux-loss variants of the overhead ratios
+EXTRA = (("din+aqcl", "din", "aqcl"), ("ccn+aqcl", "ccn", "aqcl"))
+QUICK_MODELS = ("wide_deep", "din", "tan", "ccn")
+RATIOS = {"ccn": ("ccn", "tan"), "aqcl": ("din+aqcl", "din"), "ccn_aqcl": ("ccn+aqcl", "tan")}
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers (used by the other benchmarks too)
+# ---------------------------------------------------------------------------------------------
+def machine_info() -> Dict[str, object]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal"):
+                    mem = round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    info = {"cpu_model": cpu, "cores": os.cpu_count(), "memory_gib": mem,
+            "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        import importlib.metadata as md
+        for pkg in ("tensorflow", "tf-keras", "tensorflow-recommenders", "apache-beam", "deepctr"):
+            try:
+                info[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                info[pkg] = None
+    except ImportError:
+        pass
+    return info
+
+
+def load_average() -> List[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def summarize_steps(step_s: List[float], epoch_means: List[float]) -> Dict[str, float]:
+    s = sorted(step_s)
+    q = lambda p: s[min(len(s) - 1, int(p * (len(s) - 1) + 0.5))]
+    p10, p50, p90 = q(0.1), statistics.median(s), q(0.9)
+    return {"step_s_median": p50, "step_s_p10": p10, "step_s_p90": p90,
+            "epoch_mean_step_s_median": statistics.median(epoch_means),
+            "epoch_mean_step_s": epoch_means, "bimodal": bool(p90 / p10 > 1.6), "n_steps": len(s)}
+
+
+def run_worker(module: str, args: List[str], timeout: int = 1200) -> dict:
+    """Run ``python -m module --worker args`` and return the JSON of its last stdout line."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", module, "--worker", *args], cwd=os.getcwd(), env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} {' '.join(args)} failed (rc {p.returncode}):\n"
+                           f"{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# worker
+# ---------------------------------------------------------------------------------------------
+def make_config(data_dir: str, model: str, aux: str = "", batch_size: int = 1024,
+                optimizer: str = "adagrad", jit_compile: bool = False, steps_per_execution: int = 1,
+                steps_per_epoch: int = 10, epochs: int = 7, **overrides):
+    from ctrcore.config import TrainConfig
+
+    return TrainConfig(data_dir=data_dir, model_dir="", model=model,
+                       aux_losses=[a for a in aux.split(",") if a], batch_size=batch_size,
+                       optimizer=optimizer, jit_compile=jit_compile,
+                       steps_per_execution=steps_per_execution, steps_per_epoch=steps_per_epoch,
+                       epochs=epochs, verbose=0, **overrides)
+
+
+class StepTimer:
+    """Keras callback: a timestamp at the end of every batch, grouped by epoch."""
+
+    def __new__(cls, *a, **kw):  # a keras Callback created lazily (keras imported in the worker)
+        import tf_keras as keras
+
+        class _StepTimer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.epochs: List[List[float]] = []
+                self.cpu: List[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epochs.append([time.perf_counter()])
+                self.cpu.append(cpu_seconds())
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.epochs[-1].append(time.perf_counter())
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.cpu[-1] = cpu_seconds() - self.cpu[-1]
+
+        return _StepTimer()
+
+
+def time_fit(model, dataset, epochs: int, warmup_epochs: int, steps_per_epoch: int,
+             steps_per_execution: int = 1) -> dict:
+    """One long fit(); per-step times of the epochs after the warm-up ones."""
+    timer = StepTimer()
+    t0 = time.perf_counter()
+    model.fit(dataset, epochs=warmup_epochs + epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=[timer], verbose=0)
+    total = time.perf_counter() - t0
+    steps, means, cpu, wall, cpu_per_step = [], [], 0.0, 0.0, []
+    for ts, c in list(zip(timer.epochs, timer.cpu))[warmup_epochs:]:
+        d = [(b - a) / steps_per_execution for a, b in zip(ts[:-1], ts[1:])]
+        cpu_per_step.append(c / (len(d) * steps_per_execution))
+        d = d[1:] if len(d) > 1 else d  # the first batch of an epoch carries the epoch start
+        steps += d
+        means.append(statistics.mean(d))
+        wall += ts[-1] - ts[0]
+        cpu += c
+    out = summarize_steps(steps, means)
+    # CPU seconds per step (process user+sys, all threads): robust to other processes' load
+    out["cpu_s_per_step_median"] = statistics.median(cpu_per_step)
+    out["fit_seconds"] = total
+    out["warmup_seconds"] = sum(ts[-1] - ts[0] for ts in timer.epochs[:warmup_epochs])
+    out["cpu_util"] = cpu / wall if wall else None
+    return out
+
+
+def worker(args) -> dict:
+    import tensorflow as tf
+
+    from ccn import models
+    from ctrcore import schema, trainer
+    from ctrcore.data import make_dataset
+
+    spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
+    cfg = make_config(args.data_dir, args.model, args.aux, args.batch_size, args.optimizer,
+                      args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
+                      args.epochs)
+    trainer.setup_runtime(cfg)
+    model = trainer.build_compiled(cfg, models.model_factory(cfg), spec, stats)
+    ds = make_dataset(args.data_dir, "train", args.batch_size, spec=spec, shuffle=True,
+                      repeat=True, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer)
+    load0 = load_average()
+    res = time_fit(model, ds, args.epochs, args.warmup_epochs, args.steps_per_epoch,
+                   args.steps_per_execution)
+    res.update(model=args.model, aux=args.aux, batch_size=args.batch_size, optimizer=args.optimizer,
+               jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution,
+               examples_per_second=args.batch_size / res["step_s_median"],
+               load_average_start=load0, load_average_end=load_average(),
+               trainable_parameters=int(sum(tf.size(v).numpy() for v in model.trainable_variables)),
+               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------
+def configurations(models_arg: str, quick: bool):
+    names = QUICK_MODELS if quick else ALL_MODELS
+    if models_arg and models_arg != "all":
+        names = [m for m in models_arg.split(",") if "+" not in m]
+        extra = [e for e in EXTRA if e[0] in models_arg.split(",")]
+    else:
+        extra = list(EXTRA)
+    return [(m, m, "") for m in names] + extra
+
+
+def worker_args(a, model, aux, **over) -> List[str]:
+    o = dict(data_dir=a.data_dir, model=model, aux=aux, batch_size=a.batch_size, epochs=a.epochs,
+             warmup_epochs=a.warmup_epochs, steps_per_epoch=a.steps_per_epoch,
+             optimizer=a.optimizer, steps_per_execution=a.steps_per_execution)
+    o.update(over)
+    args = [f"--{k}={v}" for k, v in o.items()]
+    if over.get("jit_compile", a.jit_compile):
+        args.append("--jit_compile")
+    return args
+
+
+def run(a) -> dict:
+    confs = configurations(a.models, a.quick)
+    results: Dict[str, List[dict]] = {}
+    errors: Dict[str, str] = {}
+    order = list(confs)
+    ratio_keys = {k for pair in RATIOS.values() for k in pair}
+    for rnd in range(a.rounds):
+        seq = order if rnd % 2 == 0 else [c for c in reversed(order) if c[0] in ratio_keys]
+        for key, model, aux in seq:
+            try:
+                r = run_worker("benchmarks.train", worker_args(a, model, aux))
+            except Exception as e:  # record and go on: one broken model must not lose the run
+                print(f"{key}: FAILED {str(e)[-600:]}", flush=True)
+                errors[key] = str(e)[-3000:]
+                continue
+            results.setdefault(key, []).append(r)
+            print(f"{key:18s} {r['examples_per_second']:9.0f} ex/s  step {1e3 * r['step_s_median']:7.1f} ms "
+                  f"(p10 {1e3 * r['step_s_p10']:.1f}, p90 {1e3 * r['step_s_p90']:.1f}) "
+                  f"cpu {1e3 * r['cpu_s_per_step_median']:.0f} ms/step cpu_util {r['cpu_util']:.2f}"
+                  f"{' BIMODAL' if r['bimodal'] else ''} "
+                  f"load {r['load_average_start'][0]:.1f}->{r['load_average_end'][0]:.1f}", flush=True)
+    med = {k: statistics.median(r["step_s_median"] for r in v) for k, v in results.items()}
+    cpu = {k: statistics.median(r["cpu_s_per_step_median"] for r in v) for k, v in results.items()}
+    eps = {k: a.batch_size / s for k, s in med.items()}
+    ratios = {name: med[num] / med[den] for name, (num, den) in RATIOS.items()
+              if num in med and den in med}
+    cpu_ratios = {name: cpu[num] / cpu[den] for name, (num, den) in RATIOS.items()
+                  if num in cpu and den in cpu}
+    for name, val in ratios.items():
+        num, den = RATIOS[name]
+        print(f"aux overhead {name:9s} = step({num}) / step({den}) = {val:.3f} wall, "
+              f"{cpu_ratios[name]:.3f} cpu-s ({'OK' if val <= 1.15 else 'OVER'} target 1.15)")
+    return {"train_examples_per_second": eps, "step_seconds": med, "cpu_seconds_per_step": cpu,
+            "examples_per_cpu_second": {k: a.batch_size / c for k, c in cpu.items()},
+            "aux_overhead": ratios, "aux_overhead_cpu": cpu_ratios, "runs": results, "errors": errors,
+            "cpu_util": {k: statistics.median(r["cpu_util"] for r in v) for k, v in results.items()},
+            "bimodal": sorted(k for k, v in results.items() if any(r["bimodal"] for r in v))}
+
+
+def parser():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data_dir", default="out/bench/data")
+    ap.add_argument("--models", default="all", help="comma list of run keys (din, din+aqcl, ...) or all")
+    ap.add_argument("--model", default="din")
+    ap.add_argument("--aux", default="")
+    ap.add_argument("--batch_size", type=int, default=1024)
+    ap.add_argument("--epochs", type=int, default=6, help="timed epochs")
+    ap.add_argument("--warmup_epochs", type=int, default=1)
+    ap.add_argument("--steps_per_epoch", type=int, default=10)
+    ap.add_argument("--optimizer", default="adagrad")
+    ap.add_argument("--jit_compile", action="store_true")
+    ap.add_argument("--steps_per_execution", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default="")
+    return ap
+
+
+def main(argv: Optional[List[str]] = None):
+    a = parser().parse_args(argv)
+    if a.worker:
+        print(json.dumps(worker(a)), flush=True)
+        return
+    print(f"machine: {json.dumps(machine_info())}; load {load_average()}", flush=True)
+    res = run(a)
+    res["command"] = "python -m benchmarks.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(res, fh, indent=1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    main()
