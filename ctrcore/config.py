@@ -148,6 +148,9 @@ class TrainConfig:
             errs.append(f"--distribution={self.distribution!r} unknown; choose one of {DISTRIBUTIONS}")
         if self.distribution in ("multi_worker_mirrored", "parameter_server") and not os.environ.get("TF_CONFIG"):
             errs.append(f"--distribution={self.distribution} needs the TF_CONFIG environment variable")
+        if self.mixed_precision == "mixed_float16" and self.optimizer == "composite":
+            errs.append("--mixed_precision=mixed_float16 needs loss scaling, which CompositeOptimizer "
+                        "does not support: use --optimizer=adagrad|adam or --mixed_precision=mixed_bfloat16")
         if self.mixed_precision not in MIXED_PRECISION:
             errs.append(f"--mixed_precision={self.mixed_precision!r} unknown; choose one of {MIXED_PRECISION}")
         if self.backup_every_steps < 0 or self.early_stopping_patience < 0:

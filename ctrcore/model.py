@@ -119,7 +119,7 @@ class CTRModel(tfrs.Model):
 
     # -- forward / loss --------------------------------------------------------------------------
     def call(self, features, training=False):
-        logits = self.backbone(features, training=training)["logits"]
+        logits = tf.cast(self.backbone(features, training=training)["logits"], tf.float32)
         return {"logits": logits, "probabilities": tf.sigmoid(logits)}
 
     def compute_terms(self, features, training=False, outputs=None):
@@ -129,16 +129,16 @@ class CTRModel(tfrs.Model):
         labels = tf.cast(features[self.label_key], tf.float32)
         ce = tf.reduce_mean(self.task(labels=labels[:, None], predictions=outputs["logits"][:, None],
                                       training=training, compute_metrics=False))
-        terms = {"ce": ce}
+        terms = {"ce": tf.cast(ce, tf.float32)}  # float32 terms under mixed precision too
         for aux in self.aux_losses:
             for k, v in aux(self, features, outputs, training=training).items():
                 if k in terms:
                     raise ValueError(f"duplicate loss term name {k!r} from {aux.name}")
                 terms[k] = tf.cast(v, tf.float32)
         if "emb_l2" in outputs:
-            terms["emb_l2"] = outputs["emb_l2"]
+            terms["emb_l2"] = tf.cast(outputs["emb_l2"], tf.float32)
         if self.losses:
-            terms["regularization"] = tf.add_n(self.losses)
+            terms["regularization"] = tf.add_n([tf.cast(x, tf.float32) for x in self.losses])
         terms["total"] = tf.add_n(list(terms.values()))
         return terms, outputs
 
@@ -160,7 +160,12 @@ class CTRModel(tfrs.Model):
             terms, outputs = self.compute_terms(features, training=True)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = terms["total"] / tf.cast(replicas, tf.float32)
+            # mixed_float16: the trainer wraps the optimizer in a LossScaleOptimizer
+            if hasattr(self.optimizer, "get_scaled_loss"):
+                scaled = self.optimizer.get_scaled_loss(scaled)
         grads = tape.gradient(scaled, self.trainable_variables)
+        if hasattr(self.optimizer, "get_unscaled_gradients"):
+            grads = self.optimizer.get_unscaled_gradients(grads)
         return terms, outputs["logits"], grads
 
     def _apply(self, grads):

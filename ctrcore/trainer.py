@@ -167,6 +167,13 @@ def embedding_variables(model: keras.Model) -> List[tf.Variable]:
     return out
 
 
+def loss_scaled(cfg: TrainConfig, optimizer):
+    """mixed_float16 needs dynamic loss scaling (bfloat16 has float32's exponent range: none)."""
+    if cfg.mixed_precision != "mixed_float16":
+        return optimizer
+    return keras.mixed_precision.LossScaleOptimizer(optimizer)
+
+
 def make_optimizer(cfg: TrainConfig, model: keras.Model):
     legacy = keras.optimizers.legacy
     clip = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm else {}
@@ -523,7 +530,7 @@ def build_compiled(cfg: TrainConfig, model_fn, spec, stats, strategy=None):
             sample = next(iter(make_dataset(cfg.data_dir, cfg.valid_split, 2, spec=spec,
                                             shuffle=False, deterministic=True)))
             model(serving_inputs(sample, spec), training=False)
-        model.compile(optimizer=make_optimizer(cfg, model), jit_compile=cfg.jit_compile,
+        model.compile(optimizer=loss_scaled(cfg, make_optimizer(cfg, model)), jit_compile=cfg.jit_compile,
                       steps_per_execution=cfg.steps_per_execution)
     return model
 
