@@ -6,7 +6,8 @@ from setuptools import find_packages, setup
 setup(
     name="ccn-aqcl",
     version="0.1.0",
-    description=__doc__,
+    description="CTR training pipeline: CCN + AQCL contrastive losses, Beam preprocessing, TF Serving export",
+    long_description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["ctrcore*", "pipelines*", "ccn*", "aqcl*", "serving*"]),
     install_requires=[
