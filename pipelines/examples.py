@@ -190,7 +190,8 @@ class UserExampleBuilder:
         sbe = tfx.scalar_bytes_entry
         label_entry = {0: tfx.scalar_int64_entry("label", 0), 1: tfx.scalar_int64_entry("label", 1)}
         j = 0
-        max_train_L = -1
+        max_L = -1  # the user's activeness: history length at their latest page (any split)
+        had_train = False
         user_enc = tfx.bytes_entry("user_id", [user])
         for (pid, pts, prs), split in zip(pages, splits):
             while j < len(clicks) and click_ts[j] < pts:
@@ -251,18 +252,21 @@ class UserExampleBuilder:
                 for k in self.profile_keys:
                     entries.append(sbe(k, r.get(k, "")))
                 yield split, tfx.example(entries)
+            max_L = max(max_L, L)
             stats[("pages", split)] += 1
             stats[("examples", split)] += n
             if split == "train":
+                had_train = True
                 stats["train_clicked"] += n1
                 stats["train_unclicked"] += n0
                 stats["train_history_sum"] += L * n
                 stats["train_examples"] += n
-                max_train_L = max(max_train_L, L)
                 for r, cs in zip(prs, sides):
                     self._count_tokens(tokens, r, cs, with_user=True)
-        if max_train_L >= 0:
-            stats[("user_L", max_train_L)] += 1
+        if max_L >= 0:
+            stats[("user_L", max_L)] += 1
+        if had_train:
+            stats["users_with_train_examples"] += 1
 
     def _count_tokens(self, tokens: Counter, r, cs, with_user: bool) -> None:
         tokens[("item_id", r["item_id"])] += 1

@@ -60,7 +60,10 @@ def time_cutoffs(ts_counts: Mapping[int, int], valid_fraction: float,
 def activeness_thresholds(user_L: Mapping[int, int], fractions=(0.6, 0.3)) -> List[int]:
     """[t1, t2] over a {history length: number of users} histogram so that ``L < t1`` holds for
     ~60% of users, ``t1 <= L < t2`` ~30%, ``L >= t2`` ~10% (AQCL §3.2). Each user's L is the
-    history length of its last training example. Ties make the groups approximate."""
+    history length at the user's latest page in the log (any split): the user's activeness
+    where they are evaluated, so that with leave-last-out every test user falls in a group
+    (with the last *training* example, every test history was >= t1 and the non-active group
+    was empty). Ties make the groups approximate."""
     items = sorted(user_L.items())
     n = sum(c for _, c in items)
     if n == 0:
@@ -119,7 +122,8 @@ def assemble(*, rows_read: int, dead_letter_reasons: Mapping[str, int], summary:
         "p_s_minus": 1.0 - ps,
         "mean_history_length": summary.get("train_history_sum", 0) / te if te else 0.0,
         "activeness_thresholds": activeness_thresholds(user_L),
-        "num_users_with_train_examples": int(sum(user_L.values())),
+        "num_users_with_train_examples": int(summary.get("users_with_train_examples", 0)),
+        "num_users_with_examples": int(sum(user_L.values())),
         "vocab_sizes": dict(sorted(vocab_sizes.items())),
         "time_cutoffs": None if cutoffs is None else [
             None if math.isinf(c) else int(c) for c in cutoffs],

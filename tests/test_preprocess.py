@@ -201,6 +201,11 @@ def test_leave_last_out_split(tmp_path):
     assert st["pages"] == {"train": 4, "valid": 1, "test": 1}
     assert [e["page_id"] for e in examples(str(tmp_path), "test")] == [["a3"]]
     assert [e["page_id"] for e in examples(str(tmp_path), "valid")] == [["a2"]]
+    # activeness = history length at the user's latest page (a: 3 clicks before a3; b: 1 before
+    # b1), not at the last *training* page (a: 1), so every test user can land in a group
+    from pipelines.stats import activeness_thresholds
+    assert st["activeness_thresholds"] == activeness_thresholds({3: 1, 1: 1}) == [3, 3]
+    assert st["num_users_with_examples"] == 2 and st["num_users_with_train_examples"] == 2
 
 
 RAND_KW = dict(short_len=3, long_len=50, max_context=2, num_shards=2, seed=7,
