@@ -81,7 +81,7 @@ def main():
                 elif run(c, log) != 0:
                     raise SystemExit(f"data preparation failed: {shlex.join(c)}")
         # the TAN-vs-CCN comparison over every seed first, then the other models seed-major
-        order = [(s, m) for m in models if m in PRIORITY for s in seeds]
+        order = [(s, m) for s in seeds for m in models if m in PRIORITY]
         order += [(s, m) for s in seeds for m in models if m not in PRIORITY]
         for seed, m in order:
             run_dir = os.path.join(ROOT, "runs", a.dataset, m, f"seed{seed}")
