@@ -201,6 +201,44 @@ def worker(args) -> dict:
     return res
 
 
+def pieces(a) -> dict:
+    """CPU time per forward+backward (``CTRModel._grads``, no optimizer) of the same TAN backbone
+    with no aux loss, with CCN, with AQCL, with both, on raw string features and on ids looked
+    up beforehand (separates the in-step StringLookup cost). Batch ``--batch_size``."""
+    import tensorflow as tf
+
+    from ccn import models
+    from ctrcore import schema
+    from ctrcore.backbones import build_backbone
+    from ctrcore.data import make_dataset
+    from ctrcore.model import CTRModel
+
+    spec, stats = schema.load_spec(a.data_dir), schema.load_stats(a.data_dir)
+    cfg = make_config(a.data_dir, "ccn", "")
+    bb = build_backbone("tan", spec, **cfg.backbone_hparams())
+    lp = models.default_loss_params()
+    mdef = models.MODELS["ccn"]
+    variants = {"tan": [], "tan+ccn": ["ccn"], "tan+aqcl": ["aqcl"], "tan+ccn+aqcl": ["ccn", "aqcl"]}
+    batch = next(iter(make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=False, repeat=True)))
+    ids = bb.lookup(batch)
+    out = {}
+    for name, aux in variants.items():
+        m = CTRModel(spec, bb, aux_losses=[models.make_aux_loss(x, mdef, lp, stats) for x in aux])
+        for inp_name, inp in (("strings", batch), ("ids", ids)):
+            f = tf.function(m._grads)
+            f(inp)
+            f(inp)
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            for _ in range(a.pieces_reps):
+                f(inp)
+            out[f"{name}/{inp_name}"] = {"cpu_s": (cpu_seconds() - c0) / a.pieces_reps,
+                                         "wall_s": (time.perf_counter() - t0) / a.pieces_reps}
+            print(f"{name:14s} {inp_name:7s} cpu {1e3 * out[f'{name}/{inp_name}']['cpu_s']:7.1f} ms "
+                  f"wall {1e3 * out[f'{name}/{inp_name}']['wall_s']:7.1f} ms", file=sys.stderr, flush=True)
+    out["load_average"] = load_average()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # driver
 # ---------------------------------------------------------------------------------------------
@@ -281,13 +319,23 @@ def parser():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default="")
+    ap.add_argument("--pieces", action="store_true", help="CPU time of TAN fwd+bwd with/without CCN/AQCL")
+    ap.add_argument("--pieces_reps", type=int, default=8)
     return ap
 
 
 def main(argv: Optional[List[str]] = None):
     a = parser().parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(a)), flush=True)
+        print(json.dumps(pieces(a) if a.pieces else worker(a)), flush=True)
+        return
+    if a.pieces:
+        r = run_worker("benchmarks.train", [f"--data_dir={a.data_dir}", f"--batch_size={a.batch_size}",
+                                            "--pieces", f"--pieces_reps={a.pieces_reps}"])
+        print(json.dumps(r, indent=1))
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump(r, fh, indent=1)
         return
     print(f"machine: {json.dumps(machine_info())}; load {load_average()}", flush=True)
     res = run(a)
