@@ -30,5 +30,6 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "dataflow": ["apache-beam[gcp]>=2.77,<2.78"],
+        "bench": ["deepctr==0.9.4"],  # the peer DIN of benchmarks/peer_din.py
     },
 )
