@@ -210,31 +210,44 @@ def run(source, cfg: PreprocessConfig, beam_args: Sequence[str] = ()) -> dict:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
+_FLAGS = None
+
+
 def _define_flags():
+    """Our flags live in their own FlagValues, so importing this module beside another absl
+    program (the trainer, a test process) never collides on names such as --seed."""
+    global _FLAGS
     from absl import flags
 
-    if "output_dir" in flags.FLAGS and "negatives_per_positive" in flags.FLAGS:
-        return flags.FLAGS
-    flags.DEFINE_string("source", None, "source name (pipelines.sources.get_source)")
-    flags.DEFINE_string("input", None, "input path or glob (any Beam filesystem)")
-    flags.DEFINE_string("mapping", None, "JSON column mapping for the generic source")
-    flags.DEFINE_string("output_dir", None, "output directory (local, gs://, hdfs://)")
-    flags.DEFINE_integer("short_len", 20, "short behaviour sequence length")
-    flags.DEFINE_integer("long_len", 100, "long behaviour sequence length")
-    flags.DEFINE_integer("max_context", 20, "max in-page context items per example")
-    flags.DEFINE_integer("min_freq", 1, "vocabulary min frequency (train split)")
-    flags.DEFINE_integer("negatives_per_positive", 1, "sampled negatives (positives-only sources)")
-    flags.DEFINE_integer("seed", 0, "seed of every random choice of the job")
-    flags.DEFINE_float("valid_fraction", 0.1, "time split: fraction of pages for validation")
-    flags.DEFINE_float("test_fraction", 0.1, "time split: fraction of pages for test")
-    flags.DEFINE_integer("num_shards", 0, "output shards per split (0 = runner decides)")
-    return flags.FLAGS
+    if _FLAGS is not None:
+        return _FLAGS
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("source", None, "source name (pipelines.sources.get_source)", **d)
+    flags.DEFINE_string("input", None, "input path or glob (any Beam filesystem)", **d)
+    flags.DEFINE_string("mapping", None, "JSON column mapping for the generic source", **d)
+    flags.DEFINE_string("output_dir", None, "output directory (local, gs://, hdfs://)", **d)
+    flags.DEFINE_integer("short_len", 20, "short behaviour sequence length", **d)
+    flags.DEFINE_integer("long_len", 100, "long behaviour sequence length", **d)
+    flags.DEFINE_integer("max_context", 20, "max in-page context items per example", **d)
+    flags.DEFINE_integer("min_freq", 1, "vocabulary min frequency (train split)", **d)
+    flags.DEFINE_integer("negatives_per_positive", 1, "sampled negatives (positives-only sources)", **d)
+    flags.DEFINE_integer("seed", 0, "seed of every random choice of the job", **d)
+    flags.DEFINE_float("valid_fraction", 0.1, "time split: fraction of pages for validation", **d)
+    flags.DEFINE_float("test_fraction", 0.1, "time split: fraction of pages for test", **d)
+    flags.DEFINE_integer("num_shards", 0, "output shards per split (0 = runner decides)", **d)
+    _FLAGS = fv
+    return fv
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
     """Parse our absl flags; pass the rest to Beam; run."""
     FLAGS = _define_flags()
     argv = list(sys.argv if argv is None else argv)
+    if any(a in ("--help", "--helpfull", "-h") for a in argv[1:]):
+        print(__doc__ + "\nFlags (every other --option goes to Beam's PipelineOptions):\n"
+              + FLAGS.get_help())
+        raise SystemExit(0)
     if FLAGS.is_parsed():
         FLAGS.unparse_flags()  # a second call in one process starts from the defaults
     rest = FLAGS(argv, known_only=True)[1:]
