@@ -126,6 +126,11 @@ class Backbone(keras.layers.Layer):
         if cfg["cm"]:
             self.cm_mlp = L.MLP(list(cm_units) + [cm_dim], activation=activation, linear_last=True,
                                 l2=l2_dense, name="collaborative_module")
+            # Layer norm on both inputs of Eq. 4 (docs/method.md §1.1): at initialisation
+            # E ⊙ E_trigger is ~30x smaller than E_user, so s was the same vector for every item
+            # of a page (all cosines ~1) and the CCN losses had no gradient to act on.
+            self.cm_norm_user = keras.layers.LayerNormalization(name="cm_norm_user")
+            self.cm_norm_interaction = keras.layers.LayerNormalization(name="cm_norm_interaction")
         self.mlp = L.MLP(mlp_units, activation=activation, dropout=dropout, batch_norm=batch_norm,
                          l2=l2_dense, name="prediction_mlp")
         self.out = keras.layers.Dense(1, name="logit")
@@ -211,11 +216,13 @@ class Backbone(keras.layers.Layer):
         Returns ``[B, cm_dim]`` or ``[B, C, cm_dim]``."""
         if not self.has_collaborative_module:
             raise ValueError(f"backbone {self.kind!r} has no collaborative module")
+        user_emb = self.cm_norm_user(user_emb)  # [B, Du]: before the broadcast (LN is built for rank 2)
+        inter = item_emb * (trigger_emb[:, None, :] if item_emb.shape.rank == 3 else trigger_emb)
+        di = inter.shape[-1]
+        inter = tf.reshape(self.cm_norm_interaction(tf.reshape(inter, [-1, di])), tf.shape(inter))
         if item_emb.shape.rank == 3:
-            c = tf.shape(item_emb)[1]
-            user_emb = tf.tile(user_emb[:, None, :], tf.stack([1, c, 1]))
-            trigger_emb = trigger_emb[:, None, :]
-        return self.cm_mlp(tf.concat([user_emb, item_emb * trigger_emb], axis=-1))
+            user_emb = tf.tile(user_emb[:, None, :], tf.stack([1, tf.shape(item_emb)[1], 1]))
+        return self.cm_mlp(tf.concat([user_emb, inter], axis=-1))
 
     # ------------------------------------------------------------------------------------------
     def call(self, features, training=False, emb_dropout: float = 0.0, seed=None):
