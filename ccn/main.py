@@ -24,7 +24,7 @@ flags.DEFINE_integer("rows", 200_000, "Rows of the synthetic exposure log.")
 flags.DEFINE_integer("seed", 0, "Seed of the generator, the preprocessing and the training.")
 flags.DEFINE_string("model", "ccn", "Model to train (see `python -m ccn.train --helpfull`).")
 flags.DEFINE_string("aux_losses", "", "Extra auxiliary losses, e.g. 'aqcl'.")
-flags.DEFINE_integer("epochs", 3, "Training epochs.")
+flags.DEFINE_integer("epochs", 5, "Training epochs (early stopping on validation AUC).")
 flags.DEFINE_integer("batch_size", 1024, "Training batch size.")
 flags.DEFINE_string("model_name", "ccn", "Name of the exported model (TF Serving MODEL_NAME).")
 flags.DEFINE_bool("force", False, "Rerun every stage even if its output exists.")
@@ -59,8 +59,11 @@ def main(argv):
     times["preprocess"] = _run("preprocess", [
         "pipelines.preprocess", "--source=synthetic", f"--input={log}", f"--output_dir={data}",
         f"--seed={FLAGS.seed}", "--runner=DirectRunner"], os.path.join(data, "stats.json"))
+    # the tuned synthetic settings (optimizer, lr, lambda: see the comments in that file), then ours
+    common = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs", "common_synthetic.flags")
     train_args = [
-        "ccn.train", f"--data_dir={data}", f"--model_dir={model_dir}", f"--model={FLAGS.model}",
+        "ccn.train", f"--flagfile={common}", f"--data_dir={data}", f"--model_dir={model_dir}", f"--model={FLAGS.model}",
         f"--epochs={FLAGS.epochs}", f"--batch_size={FLAGS.batch_size}", f"--seed={FLAGS.seed}",
         f"--export_base={export_base}", f"--model_name={FLAGS.model_name}"]
     if FLAGS.aux_losses:
