@@ -28,7 +28,6 @@ import re  # noqa: E402
 from typing import Dict, List, Optional, Sequence  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 
 from aqcl import alpha as aqcl_alpha  # noqa: E402
 from aqcl import augment  # noqa: E402
@@ -36,15 +35,7 @@ from aqcl import codebook as cb  # noqa: E402
 from aqcl import losses as aloss  # noqa: E402
 from aqcl.projector import Projector  # noqa: E402
 
-try:  # the documented base class; a structurally identical fallback keeps this module importable
-    from ctrcore.model import AuxLoss  # noqa: E402
-except ImportError:  # pragma: no cover - only while ctrcore.model does not exist
-    class AuxLoss(keras.layers.Layer):  # type: ignore[no-redef]
-        def __call__(self, model, features, outputs, training=False):
-            with tf.name_scope(self.name):
-                terms = self.call(model, features, outputs, training=training)
-            self.built = True
-            return terms
+from ctrcore.model import AuxLoss  # noqa: E402
 
 __all__ = ["AQCLLoss", "ICLLoss", "history_feature_groups"]
 

@@ -19,19 +19,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from typing import Dict, Optional  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 
 from ccn import losses as closs  # noqa: E402
 
-try:  # the documented base class; a structurally identical fallback keeps this module importable
-    from ctrcore.model import AuxLoss  # noqa: E402
-except ImportError:  # pragma: no cover - only while ctrcore.model does not exist
-    class AuxLoss(keras.layers.Layer):  # type: ignore[no-redef]
-        def __call__(self, model, features, outputs, training=False):
-            with tf.name_scope(self.name):
-                terms = self.call(model, features, outputs, training=training)
-            self.built = True
-            return terms
+from ctrcore.model import AuxLoss  # noqa: E402
 
 __all__ = ["CCNLoss", "p_from_stats"]
 
