@@ -89,6 +89,9 @@ class _TwoViewLoss(AuxLoss):
         return (tf.random.experimental.stateless_fold_in(seed, 1),
                 tf.random.experimental.stateless_fold_in(seed, 2))
 
+    def required_features(self, model):
+        return []  # the second view masks the backbone's own history inputs
+
     def views(self, model, features, outputs, training):
         """``(z, z_pos)``: projections of the shared forward pass and of the augmented view."""
         mask_seed, drop_seed = self.seeds()
@@ -151,10 +154,14 @@ class AQCLLoss(_TwoViewLoss):
         self.sinkhorn_iters, self.sinkhorn_epsilon = int(sinkhorn_iters), float(sinkhorn_epsilon)
         self.codebook_reduction = codebook_reduction
         self.codebook = cb.Codebook(self.T, self.z_dim, name="codebook")
+        self.history_feature = "history_length"  # L of Eq. 6 (schema.py: meta feature)
+
+    def required_features(self, model):
+        return [] if self.const_alpha is not None else [self.history_feature]
 
     def alpha(self, features):
         """Per-example alpha [B] (Eq. 6, or the constant)."""
-        return aqcl_alpha.alpha_for_batch(features["history_length"], self.l_bar, self.w1,
+        return aqcl_alpha.alpha_for_batch(features[self.history_feature], self.l_bar, self.w1,
                                           self.w2, self.const_alpha)
 
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:

@@ -33,7 +33,7 @@ and in-batch negatives equal to the positive item are masked out.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -78,6 +78,13 @@ def _seq_id_feature(model, prefix: str) -> str:
     spec = _spec(model)
     side = spec.config.item_side[0] if spec is not None else "item_id"
     return f"{prefix}{side}s"
+
+
+def _seq_features(model, prefix: str) -> List[str]:
+    """Every item-side feature of a sequence prefix (what ``embed_items`` reads)."""
+    from ctrcore.layers import item_feature_names
+
+    return list(item_feature_names(_spec(model), prefix))
 
 
 def _target_id_feature(model) -> str:
@@ -172,6 +179,9 @@ class DropoutNetLoss(_AuxBase):
     def drop_masks(self, batch_size, seed):
         u = tf.random.stateless_uniform([batch_size], seed=seed)
         return u < self.rate / 2.0, tf.logical_and(u >= self.rate / 2.0, u < self.rate)
+
+    def required_features(self, model):
+        return []  # the user / item ids it drops are backbone inputs
 
     def call(self, model, features, outputs, training=False):
         if not training or self.rate == 0.0:
@@ -293,6 +303,9 @@ class DeepMCPLoss(_AuxBase):
         self.corr_proj = keras.layers.Dense(corr_dim, use_bias=False, name="corr_proj") \
             if corr_dim else None
 
+    def required_features(self, model):
+        return _seq_features(model, self.seq_prefix)
+
     def call(self, model, features, outputs, training=False):
         if not training:
             return {}
@@ -369,6 +382,9 @@ class DMRLoss(_AuxBase):
         score = tf.where(mask, score, tf.fill(tf.shape(score), tf.constant(-1e9, score.dtype)))
         a = tf.nn.softmax(score, axis=-1) * tf.cast(mask, score.dtype)
         return self.user_proj(tf.reduce_sum(a[..., None] * hist, 1))
+
+    def required_features(self, model):
+        return _seq_features(model, self.seq_prefix)
 
     def call(self, model, features, outputs, training=False):
         if not training or not self.weight:

@@ -1,12 +1,14 @@
 """Input headroom: tf.data read-and-parse throughput of the training TFRecords.
 
     python -m benchmarks.input --data_dir=out/bench/data [--batch_size=1024] [--batches=80]
-                               [--train_eps=N] [--per_example]
+                               [--train_eps=N] [--model=wide_deep] [--aux=] [--per_example]
 
-Times ``ctrcore.data.make_dataset(data_dir, "train", batch_size, shuffle=True, repeat=True)`` -
-exactly the trainer's training input (GZIP read, shuffle, batch, ``parse_example`` after
+Times ``ctrcore.data.make_dataset(data_dir, "train", batch_size, shuffle=True, repeat=True,
+features=model.train_feature_names())`` - exactly the trainer's training input for ``--model``
+(GZIP read, shuffle, batch, ``parse_example`` of the features that model's step reads, after
 batching, prefetch) - by iterating it (``--batches`` after 5 warm-up batches) in a subprocess
-with nothing else running in it. ``--per_example`` also times the same pipeline parsing each
+with nothing else running in it. The same pipeline parsing *every* spec feature is timed too
+(``parse_all_features``: what any model paid before the trainer parsed per model). ``--per_example`` also times the same pipeline parsing each
 record before batching (``parse_single_example`` map, then ``batch``), the alternative that
 "parse after batching" replaced. Headroom = input examples/s / ``--train_eps`` (the fastest
 model's training examples/s, from benchmarks.train in the same run_all run).
@@ -37,6 +39,18 @@ def _time(ds, batches: int, batch_size: int) -> dict:
             "cpu_seconds": cpu, "examples": n, "cpu_util": cpu / dt}
 
 
+def _values(spec, names) -> int:
+    """Scalar values per example parsed for ``names`` (None = every feature)."""
+    n = 0
+    for name, fd in spec.features.items():
+        if names is None or name in names:
+            k = 1
+            for d in fd.shape:
+                k *= d
+            n += k
+    return n
+
+
 def worker(a) -> dict:
     import tensorflow as tf
 
@@ -45,8 +59,21 @@ def worker(a) -> dict:
     spec = schema.load_spec(a.data_dir)
     load0 = load_average()
     out = {"batch_size": a.batch_size, "load_average_start": load0}
-    ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True)
+    names = None
+    if a.model:
+        from ccn import models
+        from benchmarks.train import make_config
+
+        cfg = make_config(a.data_dir, a.model, a.aux)
+        names = models.model_factory(cfg)(spec, schema.load_stats(a.data_dir)).train_feature_names()
+    out.update(model=a.model, aux=a.aux, features=names,
+               values_per_example={"model": _values(spec, names), "all": _values(spec, None)})
+    ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
+                           features=names)
     out["parse_after_batch"] = _time(ds, a.batches, a.batch_size)
+    if names is not None:
+        ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True)
+        out["parse_all_features"] = _time(ds, a.batches, a.batch_size)
     if a.per_example:
         feats = data.parse_spec(spec)
         files = data.list_shards(a.data_dir, "train")
@@ -62,14 +89,19 @@ def worker(a) -> dict:
 
 
 def run(a) -> dict:
-    args = [f"--data_dir={a.data_dir}", f"--batch_size={a.batch_size}", f"--batches={a.batches}"]
+    args = [f"--data_dir={a.data_dir}", f"--batch_size={a.batch_size}", f"--batches={a.batches}",
+            f"--model={a.model}", f"--aux={a.aux}"]
     if a.per_example:
         args.append("--per_example")
     r = run_worker("benchmarks.input", args)
     eps = r["parse_after_batch"]["examples_per_second"]
     print(f"input (parse after batching): {eps:9.0f} ex/s, "
           f"{r['parse_after_batch']['examples_per_cpu_second']:9.0f} ex/cpu-s, "
-          f"cpu_util {r['parse_after_batch']['cpu_util']:.2f} | load {r['load_average_start'][0]:.1f}", flush=True)
+          f"cpu_util {r['parse_after_batch']['cpu_util']:.2f} | load {r['load_average_start'][0]:.1f} "
+          f"| {r['values_per_example']['model']} values/example ({a.model or 'all features'})", flush=True)
+    if "parse_all_features" in r:
+        print(f"input (every spec feature, {r['values_per_example']['all']} values/example): "
+              f"{r['parse_all_features']['examples_per_second']:9.0f} ex/s", flush=True)
     if "parse_per_example" in r:
         print(f"input (parse per example):    {r['parse_per_example']['examples_per_second']:9.0f} ex/s "
               f"-> parse after batching is {r['parse_after_batch_speedup']:.1f}x faster", flush=True)
@@ -89,6 +121,9 @@ def parser():
     ap.add_argument("--batches", type=int, default=80)
     ap.add_argument("--per_example", action="store_true")
     ap.add_argument("--train_eps", type=float, default=0.0)
+    ap.add_argument("--model", default="wide_deep",
+                    help="parse what this --model's train step reads ('' = every feature)")
+    ap.add_argument("--aux", default="", help="aux losses of that model (as benchmarks.train)")
     return ap
 
 

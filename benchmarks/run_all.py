@@ -78,8 +78,10 @@ def main(argv: Optional[List[str]] = None):
         save()
     if "input" not in skip:
         fastest = max(tr["train_examples_per_second"].items(), key=lambda kv: kv[1]) if tr else (None, 0.0)
+        fm, _, faux = (fastest[0] or "wide_deep").partition("+")  # its input, as the trainer builds it
         iargs = input_b.parser().parse_args([f"--data_dir={a.data_dir}", "--per_example",
-                                             f"--batches={40 if q else 120}", f"--train_eps={fastest[1]}"])
+                                             f"--batches={40 if q else 120}", f"--train_eps={fastest[1]}",
+                                             f"--model={fm}", f"--aux={faux}"])
         ir = input_b.run(iargs)
         ir["fastest_model"] = fastest[0]
         if tr:

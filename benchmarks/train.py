@@ -188,7 +188,8 @@ def worker(args) -> dict:
     trainer.setup_runtime(cfg)
     model = trainer.build_compiled(cfg, models.model_factory(cfg), spec, stats)
     ds = make_dataset(args.data_dir, "train", args.batch_size, spec=spec, shuffle=True,
-                      repeat=True, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer)
+                      repeat=True, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                      features=model.train_feature_names())  # as the trainer does
     load0 = load_average()
     res = time_fit(model, ds, args.epochs, args.warmup_epochs, args.steps_per_epoch,
                    args.steps_per_execution)

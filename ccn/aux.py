@@ -72,6 +72,12 @@ class CCNLoss(AuxLoss):
         """P_S- / P_S+ (Eq. 12)."""
         return self.p_minus / self.p_plus
 
+    def required_features(self, model):
+        """The context items' sides and their labels (the target's label is always parsed)."""
+        from ctrcore.layers import item_feature_names
+
+        return list(item_feature_names(model.spec, "context_")) + ["context_labels"]
+
     def context_degrees(self, model, features, outputs):
         """Collaborative degrees of the context items, [B, C, Ds] (Eq. 4)."""
         bb = model.backbone

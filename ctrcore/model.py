@@ -12,8 +12,12 @@
   whole-step ``jit_compile`` is NOT used. Instead the train step runs ``backbone.lookup`` (string ->
   int32 ids; hash tables) in the ordinary ``tf.function``, calls an inner
   ``tf.function(jit_compile=True)`` doing forward, losses and gradients on the ids, and applies
-  the gradients outside XLA (legacy sparse optimizer updates have no XLA kernels). Aux losses then receive the *looked-up* feature dict (int32 ids, 0 = padding, no string
-  meta features); without XLA they receive the raw dict. ``ctrcore.layers.pad_like`` masks either.
+  the gradients outside XLA (legacy sparse optimizer updates have no XLA kernels).
+* Lookups happen once per step, XLA or not: ``train_step`` / ``test_step`` call
+  ``backbone.lookup`` and hand the *looked-up* feature dict (int32 ids, 0 = padding, numeric
+  features as they are, no string meta features) to the backbone and to every aux loss, so a
+  second view (AQCL) or the context items (CCN) never repeat a string lookup. The backbone's
+  lookup is idempotent on ints, so ``model(raw_features)`` (serving) still takes raw strings.
   ``test_step`` never uses XLA (eval is cheap, avoids a second compile).
 
 Optimizers are the trainer's business; ``embedding_variables()`` / ``dense_variables()`` split
@@ -21,7 +25,7 @@ the trainable variables for ``tfrs.experimental.optimizers.CompositeOptimizer``.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -49,6 +53,13 @@ class AuxLoss(keras.layers.Layer):
 
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
         raise NotImplementedError
+
+    def required_features(self, model) -> Optional[List[str]]:
+        """Feature names this loss reads besides the backbone's inputs and the label, or
+        ``None`` for "every feature of the spec" (the safe default). The trainer parses only
+        the union of these (``CTRModel.train_feature_names``), so a subclass that declares
+        its needs makes the input pipeline cheaper."""
+        return None
 
 
 def _features_of(data):
@@ -104,6 +115,21 @@ class CTRModel(tfrs.Model):
         """Every other trainable variable (MLPs, attentions, aux-loss layers)."""
         emb = {id(v) for v in self.embedding_variables()}
         return [v for v in self.trainable_variables if id(v) not in emb]
+
+    def train_feature_names(self) -> Optional[List[str]]:
+        """The features a training step reads: the backbone's inputs, the label and what each
+        aux loss declares (:meth:`AuxLoss.required_features`); ``None`` = all of the spec."""
+        names = set(getattr(self.backbone, "serving_inputs", None) or self.spec.serving_features)
+        names.add(self.label_key)
+        for aux in self.aux_losses:
+            req = aux.required_features(self) if hasattr(aux, "required_features") else None
+            if req is None:
+                return None
+            names.update(req)
+        unknown = sorted(names - set(self.spec.features))
+        if unknown:
+            raise ValueError(f"training features {unknown} are not in the feature spec")
+        return [n for n in self.spec.features if n in names]  # spec order
 
     @property
     def metrics(self):
@@ -173,9 +199,11 @@ class CTRModel(tfrs.Model):
             [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
 
     def train_step(self, data):
-        features = _features_of(data)
+        # string -> id lookups once per step (hash tables, outside XLA); the backbone, the CE and
+        # every aux loss (incl. a second, augmented view) then work on the int32 ids
+        features = self.backbone.lookup(_features_of(data))
         if self._xla:
-            terms, logits, grads = self._xla_grads(self.backbone.lookup(features))
+            terms, logits, grads = self._xla_grads(features)
         else:
             terms, logits, grads = self._grads(features)
         self._apply(grads)
@@ -187,7 +215,7 @@ class CTRModel(tfrs.Model):
         return logs
 
     def test_step(self, data):
-        features = _features_of(data)
+        features = self.backbone.lookup(_features_of(data))
         terms, outputs = self.compute_terms(features, training=False)
         self.auc.update_state(tf.cast(features[self.label_key], tf.float32), outputs["logits"])
         logs = dict(terms)

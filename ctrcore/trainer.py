@@ -573,17 +573,21 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     log.info("model %s: %d trainable parameters; plan %s", cfg.model, n_params, plan)
 
+    # parse only what a training step reads (backbone inputs, label, aux-loss needs)
+    train_names = model.train_feature_names() if hasattr(model, "train_feature_names") else None
     if cfg.distribution == "parameter_server":
         train_input = keras.utils.experimental.DatasetCreator(
             lambda ctx: make_dataset(cfg.data_dir, cfg.train_split,
                                      ctx.get_per_replica_batch_size(cfg.batch_size), spec=spec,
                                      shuffle=True, repeat=True, deterministic=cfg.deterministic,
-                                     seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer).shard(
+                                     seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                                     features=train_names).shard(
                 ctx.num_input_pipelines, ctx.input_pipeline_id))
     else:
         train_input = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec,
                                    shuffle=True, repeat=True, deterministic=cfg.deterministic,
-                                   seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer)
+                                   seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                                   features=train_names)
 
     val_cb = ValidationCallback(cfg, spec, plan, thresholds, write=chief)
     tb_dir = os.path.join(md, TB_DIR) if chief else os.path.join(md, TB_DIR, f"worker_{os.getpid()}")

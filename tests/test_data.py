@@ -87,3 +87,16 @@ def test_fake_dataset_is_deterministic(tmp_path):
     ra = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(a, "train-00000-of-00001.tfrecord.gz"), "GZIP")]
     rb = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(b, "train-00000-of-00001.tfrecord.gz"), "GZIP")]
     assert ra == rb
+
+
+def test_feature_subset(fake_dir):
+    spec = schema.load_spec(fake_dir)
+    names = ["item_id", "short_item_ids", "label"]
+    batch = next(iter(data.make_dataset(fake_dir, "train", 8, shuffle=False, features=names)))
+    assert set(batch) == set(names)
+    full = next(iter(data.make_dataset(fake_dir, "train", 8, shuffle=False)))
+    for n in names:  # same records, same values: only the parse is narrower
+        np.testing.assert_array_equal(batch[n].numpy(), full[n].numpy())
+    with pytest.raises(KeyError, match="not_a_feature"):
+        data.make_dataset(fake_dir, "train", 8, features=["item_id", "not_a_feature"])
+    assert set(data.parse_spec(spec, names=names)) == set(names)

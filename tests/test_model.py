@@ -123,3 +123,49 @@ def test_predict_and_evaluate(fake):
     assert {"ce", "total", "loss", "auc"} <= set(res)
     pred = model.predict(_ds(d, "valid", 128, roles=("serving",)), verbose=0)
     assert pred["probabilities"].shape == (schema.load_stats(d)["examples"]["valid"],)
+
+
+def test_train_feature_names_parse_only_what_the_step_reads(fake):
+    from ccn.aux import CCNLoss
+    from aqcl.aux import AQCLLoss
+
+    d, spec = fake
+    stats = schema.load_stats(d)
+    din = CTRModel(spec, backbones.build_backbone("din", spec, emb_dim=4, mlp_units=(8,)))
+    names = set(din.train_feature_names())
+    assert "label" in names and "item_id" in names and "short_item_ids" in names
+    assert not any(n.startswith(("long_", "context_", "trigger_")) for n in names), names
+    tan = CTRModel(spec, backbones.build_backbone("tan", spec, emb_dim=4, mlp_units=(8,), cm_dim=4),
+                   aux_losses=[CCNLoss(stats), AQCLLoss(stats, z_dim=8, T=8, K=2)])
+    names = set(tan.train_feature_names())
+    assert {"context_item_ids", "context_labels", "long_item_ids", "trigger_item_id",
+            "history_length"} <= names
+    assert "page_id" not in names
+    # an aux loss that declares nothing gets every feature
+    assert CTRModel(spec, backbones.build_backbone("din", spec, emb_dim=4, mlp_units=(8,)),
+                    aux_losses=[FakeAux()]).train_feature_names() is None
+
+
+class _DtypeProbe(AuxLoss):
+    """Records the dtype of the id features the aux loss receives in a train step."""
+
+    def call(self, model, features, outputs, training=False):
+        self.seen = {n: features[n].dtype for n in ("item_id", "short_item_ids")}
+        return {"probe": tf.constant(0.0)}
+
+
+def test_aux_losses_receive_looked_up_ids_and_subset_trains(fake):
+    from ccn.aux import CCNLoss
+    from aqcl.aux import AQCLLoss
+
+    d, spec = fake
+    stats = schema.load_stats(d)
+    probe = _DtypeProbe(name="probe")
+    model = CTRModel(spec, backbones.build_backbone("tan", spec, emb_dim=4, mlp_units=(8,), cm_dim=4),
+                     aux_losses=[CCNLoss(stats), AQCLLoss(stats, z_dim=8, T=8, K=2), probe])
+    model.compile(keras.optimizers.Adagrad(0.05))
+    names = model.train_feature_names() or list(spec.features)
+    h = model.fit(_ds(d, "train", 64, features=names).take(3), epochs=1, verbose=0)
+    assert probe.seen == {"item_id": tf.int32, "short_item_ids": tf.int32}
+    for k in ("ccn_repulsion", "aqcl", "codebook", "total"):
+        assert np.isfinite(h.history[k][0]), k
