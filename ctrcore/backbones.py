@@ -220,8 +220,8 @@ class Backbone(keras.layers.Layer):
         inter = item_emb * (trigger_emb[:, None, :] if item_emb.shape.rank == 3 else trigger_emb)
         di = inter.shape[-1]
         inter = tf.reshape(self.cm_norm_interaction(tf.reshape(inter, [-1, di])), tf.shape(inter))
-        if item_emb.shape.rank == 3:
-            user_emb = tf.tile(user_emb[:, None, :], tf.stack([1, tf.shape(item_emb)[1], 1]))
+        if item_emb.shape.rank == 3:  # W_user . E_user once per example, not once per item
+            return self.cm_mlp.call_broadcast(user_emb, inter)
         return self.cm_mlp(tf.concat([user_emb, inter], axis=-1))
 
     # ------------------------------------------------------------------------------------------

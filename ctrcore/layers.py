@@ -102,13 +102,37 @@ class MLP(keras.layers.Layer):
             self.drops.append(keras.layers.Dropout(dropout) if dropout and not lin else None)
 
     def call(self, x, training=False):
-        for d, n, dr in zip(self.denses, self.norms, self.drops):
-            x = d(x)
+        return self._rest(self.denses[0](x), 0, training)
+
+    def _rest(self, x, start, training):
+        """Norm / dropout of layer ``start`` (whose Dense is already applied), then the rest."""
+        for i, (d, n, dr) in enumerate(zip(self.denses, self.norms, self.drops)):
+            if i < start:
+                continue
+            if i > start:
+                x = d(x)
             if n is not None:
                 x = n(x, training=training)
             if dr is not None:
                 x = dr(x, training=training)
         return x
+
+    def call_broadcast(self, shared, per_item, training=False):
+        """``call(concat([tile(shared), per_item], -1))`` for ``shared [B, Ds]`` and
+        ``per_item [B, C, Dp]`` without tiling: the first Dense is split into its ``shared`` and
+        ``per_item`` rows, so ``W_s . shared`` is computed once per example instead of C times."""
+        d0 = self.denses[0]
+        ds = int(shared.shape[-1])
+        if not d0.built:
+            d0.build(tf.TensorShape([None, ds + int(per_item.shape[-1])]))
+        k = tf.cast(d0.kernel, per_item.dtype)
+        shared = tf.cast(shared, per_item.dtype)
+        x = tf.matmul(shared, k[:ds])[:, None, :] + tf.einsum("bcd,du->bcu", per_item, k[ds:])
+        if d0.use_bias:
+            x = x + tf.cast(d0.bias, x.dtype)
+        if d0.activation is not None:
+            x = d0.activation(x)
+        return self._rest(x, 0, training)
 
 
 class TargetAttention(keras.layers.Layer):

@@ -170,3 +170,17 @@ def test_apply_runs_under_xla(fake, built):
     ids = bb.lookup(batch)
     f = tf.function(lambda x: bb.apply(x, emb_dropout=0.1, seed=tf.constant([1, 2]))["logits"], jit_compile=True)
     assert np.isfinite(f(ids).numpy()).all()
+
+
+def test_mlp_call_broadcast_equals_tiled_concat():
+    from ctrcore import layers as L
+
+    rng = np.random.default_rng(0)
+    shared = tf.constant(rng.normal(size=(3, 5)), tf.float32)
+    per = tf.constant(rng.normal(size=(3, 4, 6)), tf.float32)
+    mlp = L.MLP([7, 2], linear_last=True)
+    tiled = tf.concat([tf.tile(shared[:, None, :], [1, 4, 1]), per], -1)
+    ref = mlp(tiled)  # builds the layers on the concatenated width
+    np.testing.assert_allclose(mlp.call_broadcast(shared, per).numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+    fresh = L.MLP([7, 2], linear_last=True)  # unbuilt: call_broadcast builds the first Dense itself
+    assert fresh.call_broadcast(shared, per).shape == [3, 4, 2]
