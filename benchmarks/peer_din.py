@@ -23,12 +23,14 @@ embedding l2                    0                              0 (``l2_reg_embed
                                                                default 1e-6 densifies the table
                                                                gradients)
 optimizer                       legacy Adagrad 0.001 (acc 0.1) same
-string -> id                    in the train step (StringLookup) in the tf.data map (the same
-                                                               StringLookup vocabularies),
-                                                               parallel to training
+string -> id                    StringLookup in a tf.data map  the same (same vocabularies),
+                                (``--lookup_in_input``, the    parallel to training
+                                trainer's default)
+parsed features                 what the step reads            the same set
 =============================== ============================== ================================
 
-Both read ``ctrcore.data.make_dataset(data_dir, "train", 1024, shuffle=True, repeat=True)`` and
+Both read ``ctrcore.data.make_dataset(data_dir, "train", 1024, shuffle=True, repeat=True,
+features=...)`` (ours through ``ctrcore.trainer.make_train_input``, exactly the trainer's input) and
 are timed by the same callback inside one long ``fit()`` each (``benchmarks.train.time_fit``),
 each in its own subprocess, in alternating order when ``--rounds`` > 1.
 Ratio = our examples/s / DeepCTR's (target >= 1.0).
@@ -80,7 +82,9 @@ def deepctr_worker(a) -> dict:
             x[f"hist_{s}"] = tf.cast(lookups[s](f[f"short_{s}s"]), tf.int32)
         return x, tf.cast(f["label"], tf.float32)[:, None]
 
-    ds = make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True)
+    names = user_feats + list(HISTORY_SIDES) + [f"short_{s}s" for s in HISTORY_SIDES] + ["label"]
+    ds = make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
+                      features=names)
     ds = ds.map(to_ids, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     load0 = load_average()
     res = time_fit(model, ds, a.epochs, a.warmup_epochs, a.steps_per_epoch)

@@ -179,22 +179,20 @@ def worker(args) -> dict:
 
     from ccn import models
     from ctrcore import schema, trainer
-    from ctrcore.data import make_dataset
 
     spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
     cfg = make_config(args.data_dir, args.model, args.aux, args.batch_size, args.optimizer,
                       args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
-                      args.epochs)
+                      args.epochs, lookup_in_input=bool(args.lookup_in_input))
     trainer.setup_runtime(cfg)
     model = trainer.build_compiled(cfg, models.model_factory(cfg), spec, stats)
-    ds = make_dataset(args.data_dir, "train", args.batch_size, spec=spec, shuffle=True,
-                      repeat=True, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-                      features=model.train_feature_names())  # as the trainer does
+    ds = trainer.make_train_input(cfg, spec, model)  # exactly the trainer's input
     load0 = load_average()
     res = time_fit(model, ds, args.epochs, args.warmup_epochs, args.steps_per_epoch,
                    args.steps_per_execution)
     res.update(model=args.model, aux=args.aux, batch_size=args.batch_size, optimizer=args.optimizer,
                jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution,
+               lookup_in_input=bool(args.lookup_in_input),
                examples_per_second=args.batch_size / res["step_s_median"],
                load_average_start=load0, load_average_end=load_average(),
                trainable_parameters=int(sum(tf.size(v).numpy() for v in model.trainable_variables)),
@@ -317,6 +315,8 @@ def parser():
     ap.add_argument("--optimizer", default="adagrad")
     ap.add_argument("--jit_compile", action="store_true")
     ap.add_argument("--steps_per_execution", type=int, default=1)
+    ap.add_argument("--lookup_in_input", type=int, default=1,
+                    help="1: string -> id lookups in the tf.data map (trainer default); 0: in the step")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default="")

@@ -80,6 +80,10 @@ class TrainConfig:
     jit_compile: bool = _f(False, "XLA-compile the train step.")
     mixed_precision: str = _f("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
     steps_per_execution: int = _f(1, "Train steps run per tf.function call.")
+    lookup_in_input: bool = _f(True, "Run the string -> id lookups of the training batches in the "
+                                     "tf.data pipeline (parallel to the train step, as preprocessing "
+                                     "layers are meant to be used) instead of inside the step; "
+                                     "ignored with --distribution=parameter_server.")
     # -- checkpoints / stopping / logging -------------------------------------------------------
     backup_every_steps: int = _f(200, "BackupAndRestore save frequency in steps (a killed run "
                                       "resumes from the last one); 0 = at every epoch end only.")

@@ -535,6 +535,32 @@ def build_compiled(cfg: TrainConfig, model_fn, spec, stats, strategy=None):
     return model
 
 
+def make_train_input(cfg: TrainConfig, spec, model):
+    """The training input of ``model``: shuffled, repeated, parsing only what a train step reads
+    (``model.train_feature_names()``: backbone inputs, label, aux-loss needs) and, with
+    ``cfg.lookup_in_input``, the string -> id lookups mapped on the input threads. A
+    ``DatasetCreator`` (per-worker pipelines, no input-side lookup) for parameter_server."""
+    train_names = model.train_feature_names() if hasattr(model, "train_feature_names") else None
+    if cfg.distribution == "parameter_server":
+        return keras.utils.experimental.DatasetCreator(
+            lambda ctx: make_dataset(cfg.data_dir, cfg.train_split,
+                                     ctx.get_per_replica_batch_size(cfg.batch_size), spec=spec,
+                                     shuffle=True, repeat=True, deterministic=cfg.deterministic,
+                                     seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                                     features=train_names).shard(
+                ctx.num_input_pipelines, ctx.input_pipeline_id))
+    ds = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec, shuffle=True,
+                      repeat=True, deterministic=cfg.deterministic, seed=cfg.seed,
+                      shuffle_buffer=cfg.shuffle_buffer, features=train_names)
+    lookup = getattr(getattr(model, "backbone", None), "lookup", None)
+    if cfg.lookup_in_input and lookup is not None:
+        # string -> int32 ids on the input threads, overlapping the step; the step's own lookup
+        # is then a no-op cast (Backbone.lookup is idempotent on ints)
+        ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=cfg.deterministic).prefetch(tf.data.AUTOTUNE)
+    return ds
+
+
 def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras.Model], *,
           run_info: Optional[Dict[str, Any]] = None, callbacks: Sequence[keras.callbacks.Callback] = (),
           prepared: Optional[Dict[str, Any]] = None) -> TrainResult:
@@ -573,21 +599,7 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     log.info("model %s: %d trainable parameters; plan %s", cfg.model, n_params, plan)
 
-    # parse only what a training step reads (backbone inputs, label, aux-loss needs)
-    train_names = model.train_feature_names() if hasattr(model, "train_feature_names") else None
-    if cfg.distribution == "parameter_server":
-        train_input = keras.utils.experimental.DatasetCreator(
-            lambda ctx: make_dataset(cfg.data_dir, cfg.train_split,
-                                     ctx.get_per_replica_batch_size(cfg.batch_size), spec=spec,
-                                     shuffle=True, repeat=True, deterministic=cfg.deterministic,
-                                     seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-                                     features=train_names).shard(
-                ctx.num_input_pipelines, ctx.input_pipeline_id))
-    else:
-        train_input = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec,
-                                   shuffle=True, repeat=True, deterministic=cfg.deterministic,
-                                   seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-                                   features=train_names)
+    train_input = make_train_input(cfg, spec, model)
 
     val_cb = ValidationCallback(cfg, spec, plan, thresholds, write=chief)
     tb_dir = os.path.join(md, TB_DIR) if chief else os.path.join(md, TB_DIR, f"worker_{os.getpid()}")
