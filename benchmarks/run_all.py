@@ -88,6 +88,8 @@ def main(argv: Optional[List[str]] = None):
             ir["headroom_cpu"] = (ir["parse_after_batch"]["examples_per_cpu_second"]
                                   / tr["examples_per_cpu_second"][fastest[0]])
         res["input_headroom"] = ir.get("headroom")
+        if fastest[1] and "parse_cached_records" in ir:
+            res["input_headroom_cached"] = ir["parse_cached_records"]["examples_per_second"] / fastest[1]
         res["input_headroom_cpu"] = ir.get("headroom_cpu")
         res["details"]["input"] = ir
         save()

@@ -80,6 +80,10 @@ class TrainConfig:
     jit_compile: bool = _f(False, "XLA-compile the train step.")
     mixed_precision: str = _f("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
     steps_per_execution: int = _f(1, "Train steps run per tf.function call.")
+    cache_train_input: bool = _f(False, "Keep the training split's serialized records in memory "
+                                         "after the first epoch (later epochs skip reading and GZIP "
+                                         "decompression; still reshuffled every epoch). Needs RAM "
+                                         "~ the uncompressed train split.")
     lookup_in_input: bool = _f(True, "Run the string -> id lookups of the training batches in the "
                                      "tf.data pipeline (parallel to the train step, as preprocessing "
                                      "layers are meant to be used) instead of inside the step; "

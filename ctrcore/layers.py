@@ -117,22 +117,33 @@ class MLP(keras.layers.Layer):
                 x = dr(x, training=training)
         return x
 
+    def first_kernel(self, in_dim: int, dtype=tf.float32):
+        """The first Dense's kernel ``[in_dim, units[0]]`` (built on ``in_dim`` if needed), for
+        callers that apply the first layer to a concatenation part by part."""
+        d0 = self.denses[0]
+        if not d0.built:
+            d0.build(tf.TensorShape([None, int(in_dim)]))
+        return tf.cast(d0.kernel, dtype)
+
+    def finish_first(self, pre, training=False):
+        """The MLP from the first Dense's pre-activation ``pre`` (= x . kernel) on: bias and
+        activation of layer 0, then norms / dropout / the other layers."""
+        d0 = self.denses[0]
+        if d0.use_bias:
+            pre = pre + tf.cast(d0.bias, pre.dtype)
+        if d0.activation is not None:
+            pre = d0.activation(pre)
+        return self._rest(pre, 0, training)
+
     def call_broadcast(self, shared, per_item, training=False):
         """``call(concat([tile(shared), per_item], -1))`` for ``shared [B, Ds]`` and
         ``per_item [B, C, Dp]`` without tiling: the first Dense is split into its ``shared`` and
         ``per_item`` rows, so ``W_s . shared`` is computed once per example instead of C times."""
-        d0 = self.denses[0]
         ds = int(shared.shape[-1])
-        if not d0.built:
-            d0.build(tf.TensorShape([None, ds + int(per_item.shape[-1])]))
-        k = tf.cast(d0.kernel, per_item.dtype)
+        k = self.first_kernel(ds + int(per_item.shape[-1]), per_item.dtype)
         shared = tf.cast(shared, per_item.dtype)
         x = tf.matmul(shared, k[:ds])[:, None, :] + tf.einsum("bcd,du->bcu", per_item, k[ds:])
-        if d0.use_bias:
-            x = x + tf.cast(d0.bias, x.dtype)
-        if d0.activation is not None:
-            x = d0.activation(x)
-        return self._rest(x, 0, training)
+        return self.finish_first(x, training)
 
 
 class TargetAttention(keras.layers.Layer):
@@ -182,8 +193,17 @@ class DinAttention(keras.layers.Layer):
 
     def call(self, query, seq, mask, training=False):
         mask = tf.cast(mask, tf.bool)
-        q = tf.broadcast_to(query[:, None, :], tf.shape(seq))
-        score = self.mlp(tf.concat([q, seq, q - seq, q * seq], axis=-1), training=training)[..., 0]  # [B, L]
+        # MLP([q, k, q - k, q * k]) with the first layer split by its input rows:
+        # W.[q; k; q-k; q*k] = (W_q + W_d).q + (W_k - W_d).k + W_p.(q*k), so the query part is
+        # computed once per example instead of once per position (same function and weights as
+        # the concatenation; ~half the attention FLOPs)
+        d = int(seq.shape[-1])
+        w = self.mlp.first_kernel(4 * d, seq.dtype)
+        query = tf.cast(query, seq.dtype)
+        pre = (tf.matmul(query, w[:d] + w[2 * d:3 * d])[:, None, :]
+               + tf.einsum("bld,du->blu", seq, w[d:2 * d] - w[2 * d:3 * d])
+               + tf.einsum("bld,du->blu", query[:, None, :] * seq, w[3 * d:]))
+        score = self.mlp.finish_first(pre, training=training)[..., 0]  # [B, L]
         if self.softmax:
             score = tf.where(mask, score, tf.fill(tf.shape(score), tf.constant(-1e9, score.dtype)))
             w = tf.nn.softmax(score, axis=-1)

@@ -551,7 +551,8 @@ def make_train_input(cfg: TrainConfig, spec, model):
                 ctx.num_input_pipelines, ctx.input_pipeline_id))
     ds = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec, shuffle=True,
                       repeat=True, deterministic=cfg.deterministic, seed=cfg.seed,
-                      shuffle_buffer=cfg.shuffle_buffer, features=train_names)
+                      shuffle_buffer=cfg.shuffle_buffer, features=train_names,
+                      cache=cfg.cache_train_input)
     lookup = getattr(getattr(model, "backbone", None), "lookup", None)
     if cfg.lookup_in_input and lookup is not None:
         # string -> int32 ids on the input threads, overlapping the step; the step's own lookup

@@ -184,3 +184,18 @@ def test_mlp_call_broadcast_equals_tiled_concat():
     np.testing.assert_allclose(mlp.call_broadcast(shared, per).numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
     fresh = L.MLP([7, 2], linear_last=True)  # unbuilt: call_broadcast builds the first Dense itself
     assert fresh.call_broadcast(shared, per).shape == [3, 4, 2]
+
+
+def test_din_attention_split_first_layer_equals_concat():
+    from ctrcore import layers as L
+
+    rng = np.random.default_rng(1)
+    q = tf.constant(rng.normal(size=(3, 6)), tf.float32)
+    seq = tf.constant(rng.normal(size=(3, 5, 6)), tf.float32)
+    mask = tf.constant(rng.random((3, 5)) > 0.3)
+    att = L.DinAttention((7, 4))
+    out = att(q, seq, mask)
+    qb = tf.broadcast_to(q[:, None, :], tf.shape(seq))
+    score = att.mlp(tf.concat([qb, seq, qb - seq, qb * seq], -1))[..., 0]  # the textbook form
+    ref = tf.einsum("bl,bld->bd", tf.where(mask, score, tf.zeros_like(score)), seq)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)

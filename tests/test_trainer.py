@@ -273,3 +273,24 @@ def test_report_over_fake_runs(two_runs, tmp_path):
     assert g["din"]["relaimpr"]["auc"] == pytest.approx(0.0)
     assert "DIN (`din`) | 2 |" in md and "python -m ccn.train --model=din --seed=1" in md
     assert "SIM (`sim`) | 0 | not run" in md
+
+
+@pytest.mark.parametrize("lookup_in_input,cache", [(True, True), (False, False)])
+def test_make_train_input_subset_lookup_and_cache(data, tmp_path, lookup_in_input, cache):
+    import tensorflow as tf
+
+    from ctrcore import schema, trainer
+
+    cfg = _cfg(data, str(tmp_path / "m"), model="din", lookup_in_input=lookup_in_input,
+               cache_train_input=cache, batch_size=32)
+    spec, stats = schema.load_spec(data), schema.load_stats(data)
+    model = models.model_factory(cfg)(spec, stats)
+    ds = trainer.make_train_input(cfg, spec, model)
+    it = iter(ds)
+    for _ in range(3 * (600 // 32)):  # several passes: the cached epochs too
+        batch = next(it)
+    names = set(model.train_feature_names())
+    assert set(batch) <= names and "label" in batch and "short_item_ids" in batch
+    assert not any(n.startswith(("long_", "context_")) for n in batch)
+    want = tf.int32 if lookup_in_input else tf.string
+    assert batch["item_id"].dtype == want and batch["short_item_ids"].dtype == want
