@@ -108,6 +108,8 @@ def worker_main(role: str, data_dir: str, out_path: str) -> None:
         ds = keras_dataset_creator(data_dir, spec)
     else:
         ds = _train_ds(data_dir, spec, GLOBAL_BATCH)
+        if cfg.lookup_in_input:  # as ctrcore.trainer.make_train_input: ids looked up on the input side
+            ds = ds.map(model.backbone.lookup)
     t0 = time.time()
     hist = model.fit(ds, epochs=1, steps_per_epoch=STEPS, verbose=0)
     fit_s = time.time() - t0
