@@ -185,8 +185,21 @@ def _log_exp_vector(log_v):
 def attraction_loss_per_example(s_target, s_context, context_labels, target_label, xi=0.8,
                                 similarity="cosine", weighting="similarity",
                                 stop_gradient_weights=False, normalize=True,
-                                cos_floor=-1.0 + 1e-6):
+                                cos_floor=-1.0 + 1e-6, form="vector_cosine"):
     """Per-example attraction loss, CCN Eq. 7-8.
+
+    ``form`` selects the reading of Eq. 7's ``cos`` (docs/method.md 1.4):
+
+    * ``"vector_cosine"`` (default): the cosine similarity of the two D-vectors below.
+    * ``"angle"``: ``cos`` is the periodic cosine *function* of an angle, as the paper's remark
+      "since the cos function is periodic, we constrain the range of e^{s/xi} to [0, pi] ... to
+      ensure monotonicity" describes: per dimension, ``theta_d = e^{s_d/xi}`` (on the unit-
+      normalised ``s``, so ``theta_d`` lies in ``[e^{-1/xi}, e^{1/xi}]``, within ``(0, pi]`` for
+      ``xi >= 1/ln(pi)``) and ``theta+_d = sum_j w+_j e^{s'_jd/xi}``;
+      ``l_i = -log( mean_d cos(theta_d - theta+_d) / 2 + 1/2 )``. For a scalar ``s`` (D = 1)
+      this is Eq. 7 literally. Unlike the vector cosine of two all-positive vectors (which
+      stays near 1, so the loss and its gradient stay near 0), it is 0 only when the target's
+      angles equal the positives' weighted angles and grows to ``log 2`` at a quarter turn.
 
     ``l_i = -log( cos(e^{s_i/xi}, sum_{j in S+_i} w+_j e^{s'_j/xi}) / 2 + 1/2 )`` with the
     exponentials taken elementwise on the D-dim collaborative degrees and ``cos`` the cosine
@@ -233,6 +246,17 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
         log_w = tf.stop_gradient(log_w)
     # log of sum_j w_j e^{s'_j/xi}, per dimension: [B, D]
     log_agg = _masked_logsumexp(log_w + s_context / xi, pos3, axis=1)
+    if form == "angle":
+        # angles theta = e^{s/xi} (bounded: normalised s, or raw s clipped to |s| <= 1 via
+        # the LSE of at most e^{1/xi} terms); an empty S+ gives log_agg = _NEG -> masked below
+        theta = tf.exp(tf.clip_by_value(s_target / xi, -50.0, 50.0))
+        theta_pos = tf.exp(tf.clip_by_value(log_agg, -50.0, 50.0))
+        cos = tf.reduce_mean(tf.cos(theta - theta_pos), axis=-1)
+        cos = tf.clip_by_value(cos, cos_floor, 1.0)
+        loss = -tf.math.log(0.5 * cos + 0.5)
+        return tf.where(valid, loss, tf.zeros_like(loss)), valid
+    if form != "vector_cosine":
+        raise ValueError(f"unknown attraction form {form!r} (vector_cosine | angle)")
     u = _log_exp_vector(s_target / xi)
     v = _log_exp_vector(log_agg)
     cos = tf.reduce_sum(tf.math.l2_normalize(u, -1, _EPS) * tf.math.l2_normalize(v, -1, _EPS), -1)
@@ -243,7 +267,7 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
 
 def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
                     similarity="cosine", weighting="similarity", stop_gradient_weights=False,
-                    normalize=True):
+                    normalize=True, form="vector_cosine"):
     """CCN attraction loss L_{S+} (Eq. 7-8), mean over examples with a non-empty S+.
 
     See :func:`attraction_loss_per_example`. Returns a float32 scalar (0 if no example of the
@@ -251,7 +275,7 @@ def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
     """
     loss, valid = attraction_loss_per_example(s_target, s_context, context_labels, target_label,
                                               xi, similarity, weighting, stop_gradient_weights,
-                                              normalize)
+                                              normalize, form=form)
     return masked_mean(loss, valid)
 
 

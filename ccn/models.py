@@ -75,6 +75,9 @@ LOSS_PARAMS: Dict[str, Tuple[Any, str]] = {
     "ccn_lambda": (0.1, "CCN: weight lambda of the contrastive terms (Eq. 12)."),
     "ccn_tau": (0.5, "CCN: temperature tau of the repulsion loss (paper: 0.5)."),
     "ccn_xi": (0.8, "CCN: temperature xi of the attraction loss (paper: 0.8)."),
+    "ccn_attraction_form": ("vector_cosine", "CCN: reading of Eq. 7's cos: vector_cosine (cosine "
+                            "similarity of e^{s/xi} vectors) | angle (periodic cos of the angle "
+                            "differences e^{s/xi}, docs/method.md 1.4)."),
     "aqcl_weight": (0.05, "AQCL/ICL: weight w of the auxiliary task (paper searches {0.01, 0.05, 0.1})."),
     "aqcl_w1": (1.0, "AQCL: w1 of alpha = R(L) = exp(-w1 * (L / L_bar)^w2) (Eq. 6)."),
     "aqcl_w2": (1.0, "AQCL: w2 of alpha = R(L) (Eq. 6)."),
@@ -150,6 +153,9 @@ def validate(cfg: TrainConfig, loss_params: Optional[Dict[str, Any]] = None, spe
                         f"{mdef.backbone!r}. Use --model=ccn (or ccn_notsi) instead")
         if lp["ccn_lambda"] < 0 or lp["ccn_tau"] <= 0 or lp["ccn_xi"] <= 0:
             errs.append("--ccn_lambda must be >= 0 and --ccn_tau, --ccn_xi > 0")
+        if lp.get("ccn_attraction_form", "vector_cosine") not in ("vector_cosine", "angle"):
+            errs.append(f"--ccn_attraction_form={lp.get('ccn_attraction_form')!r}: "
+                        "choose vector_cosine or angle")
         if spec is not None:
             ctx = spec.features.get("context_item_ids")
             lab = spec.features.get("context_labels")
@@ -201,7 +207,8 @@ def make_aux_loss(name: str, mdef: ModelDef, lp: Dict[str, Any], stats: dict):
     cls = _import_aux_class(name)
     if name == "ccn":
         return cls(stats, lambda_=lp["ccn_lambda"], tau=lp["ccn_tau"], xi=lp["ccn_xi"],
-                   use_attraction=mdef.ccn_attraction, use_repulsion=mdef.ccn_repulsion)
+                   use_attraction=mdef.ccn_attraction, use_repulsion=mdef.ccn_repulsion,
+                   attraction_form=lp.get("ccn_attraction_form", "vector_cosine"))
     common = dict(weight=lp["aqcl_weight"], z_dim=lp["aqcl_z_dim"], mask_rate=lp["aqcl_mask_rate"],
                   emb_dropout=lp["aqcl_emb_dropout"])
     tau = lp["aqcl_tau"]

@@ -64,6 +64,8 @@ def define_flags(flag_values=FLAGS) -> None:
             flags.DEFINE_bool(name, default, help_, flag_values=flag_values)
         elif isinstance(default, int):
             flags.DEFINE_integer(name, default, help_, flag_values=flag_values)
+        elif isinstance(default, str):
+            flags.DEFINE_string(name, default, help_, flag_values=flag_values)
         else:  # float or None (optional float)
             flags.DEFINE_float(name, default, help_, flag_values=flag_values)
 

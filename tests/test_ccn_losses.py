@@ -316,3 +316,85 @@ def test_runs_under_xla():
     np.testing.assert_allclose(att.numpy(), ref_attraction(S_T, S_C, CTX, Y, XI), rtol=1e-5)
     np.testing.assert_allclose(att_e.numpy(),
                                ref_attraction(S_T, S_C, CTX, Y, XI, "elementwise"), rtol=1e-5)
+
+
+# ------------------------------------------------------------------ Eq. 7, "angle" reading
+def ref_attraction_angle(s_t, s_c, ctx, y, xi, per_example=False):
+    """NumPy reference of the angle reading: theta = e^{s_hat/xi} per dimension, positives'
+    angles averaged with the Eq. 8 (similarity) weights, loss = -log(mean_d cos(diff)/2 + 1/2)."""
+    s_t, s_c = s_t.astype(np.float64), s_c.astype(np.float64)
+    out, valid = [], []
+    for i in range(len(y)):
+        pos = [j for j in range(ctx.shape[1]) if ctx[i, j] >= 0 and ctx[i, j] == y[i]]
+        if not pos:
+            out.append(0.0)
+            valid.append(False)
+            continue
+        w = np.array([np.exp(-_cos(s_t[i], s_c[i, j]) / xi) for j in pos])
+        w = w / w.sum()
+        theta_pos = sum(wj * np.exp(s_c[i, j] / np.linalg.norm(s_c[i, j]) / xi)
+                        for wj, j in zip(w, pos))
+        theta = np.exp(s_t[i] / np.linalg.norm(s_t[i]) / xi)
+        out.append(-np.log(0.5 * np.mean(np.cos(theta - theta_pos)) + 0.5))
+        valid.append(True)
+    if per_example:
+        return np.array(out), np.array(valid)
+    return sum(o for o, v in zip(out, valid) if v) / max(sum(valid), 1)
+
+
+def test_attraction_angle_matches_reference_and_masks():
+    got, valid = L.attraction_loss_per_example(S_T, S_C, CTX, Y, XI, form="angle")
+    ref, rvalid = ref_attraction_angle(S_T, S_C, CTX, Y, XI, per_example=True)
+    np.testing.assert_array_equal(valid.numpy(), rvalid)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
+    mean = L.attraction_loss(S_T, S_C, CTX, Y, XI, form="angle")
+    np.testing.assert_allclose(mean.numpy(), (ref[0] + ref[1]) / 2, rtol=1e-5)
+    # padding (extra padded slots with wild values, or new values in a padded slot) changes nothing
+    rng = np.random.default_rng(1)
+    s_c2 = np.concatenate([S_C, (rng.normal(size=(3, 4, 3)) * 50).astype(np.float32)], axis=1)
+    ctx2 = np.concatenate([CTX, -np.ones((3, 4), np.int64)], axis=1)
+    np.testing.assert_allclose(L.attraction_loss(S_T, s_c2, ctx2, Y, XI, form="angle").numpy(),
+                               mean.numpy(), rtol=1e-6)
+    # the same target as its positives -> 0; an opposite one -> clearly positive
+    st = np.array([[0.3, -0.2]], np.float32)
+    same = np.array([[[0.3, -0.2], [0.6, -0.4]]], np.float32)
+    assert abs(float(L.attraction_loss(st, same, np.array([[1, 1]]), np.array([1]), XI,
+                                       form="angle"))) < 1e-6
+    opp = -same
+    assert float(L.attraction_loss(st, opp, np.array([[1, 1]]), np.array([1]), XI, form="angle")) > 0.3
+
+
+def test_attraction_angle_is_eq7_literally_for_scalar_s():
+    """D = 1, raw s, Eq. 8 weights softmax(-s'/xi): the angle reading is Eq. 7 as printed."""
+    st = np.array([[0.4], [-0.3]], np.float32)
+    sc = np.array([[[0.1], [0.9], [-0.5]], [[0.2], [0.0], [0.7]]], np.float32)
+    ctx = np.array([[1, 1, 0], [0, -1, 0]])
+    y = np.array([1, 0])
+    got, _ = L.attraction_loss_per_example(st, sc, ctx, y, XI, similarity="scalar",
+                                           normalize=False, form="angle")
+    ref = []
+    for i in range(2):
+        pos = [j for j in range(3) if ctx[i, j] >= 0 and ctx[i, j] == y[i]]
+        w = np.exp([-sc[i, j, 0] / XI for j in pos])
+        w = w / w.sum()
+        agg = sum(wj * np.exp(sc[i, j, 0] / XI) for wj, j in zip(w, pos))
+        ref.append(-np.log(0.5 * np.cos(np.exp(st[i, 0] / XI) - agg) + 0.5))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)
+
+
+def test_attraction_angle_gradients_finite_and_zero_on_padding():
+    s_t, s_c = tf.Variable(S_T), tf.Variable(S_C)
+    with tf.GradientTape() as tape:
+        loss = L.attraction_loss(s_t, s_c, CTX, Y, XI, form="angle")
+    g_t, g_c = tape.gradient(loss, [s_t, s_c])
+    assert np.all(np.isfinite(g_t.numpy())) and np.all(np.isfinite(g_c.numpy()))
+    assert np.abs(g_t.numpy()).sum() > 0
+    np.testing.assert_array_equal(g_c.numpy()[CTX < 0], 0.0)
+
+
+def test_ccn_loss_attraction_form_flag():
+    from ccn.aux import CCNLoss
+
+    with pytest.raises(ValueError, match="attraction_form"):
+        CCNLoss({"p_s_plus": 0.8}, attraction_form="bogus")
+    assert CCNLoss({"p_s_plus": 0.8}, attraction_form="angle").get_config()["attraction_form"] == "angle"
