@@ -199,7 +199,9 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
          f"* seeds: {seeds}; cells are mean ± sample std over the seeds of each row (n = #seeds)",
          "* AUC over all test examples; GAUC = per-user AUC weighted by impressions (users with both "
          "labels); page AUC = mean AUC within pages with both labels; "
-         "RelaImpr = ((AUC - 0.5) / (AUC_base - 0.5) - 1) x 100% on the mean AUCs (AQCL Eq. 9)",
+         "RelaImpr = ((AUC - 0.5) / (AUC_base - 0.5) - 1) x 100% on the mean AUCs (AQCL Eq. 9); "
+         f"'-' where the base's mean AUC is below {0.5 + metrics_lib.RELAIMPR_MIN_BASE_LIFT:.2f} "
+         "(no lift over chance to relate to)",
          "* train time: training seconds (validation excluded) summed over a run's sessions, mean over "
          "seeds; ex/s: median over epochs of the training throughput without each epoch's first "
          "step (tracing), mean over seeds"]

@@ -137,15 +137,20 @@ def page_auc(labels, scores, page_ids) -> float:
     return _gauc(labels, scores, page_ids, weighted=False)[0]
 
 
-def relaimpr(auc_value: float, base_auc: float) -> float:
+RELAIMPR_MIN_BASE_LIFT = 0.01
+
+
+def relaimpr(auc_value: float, base_auc: float, min_base_lift: float = RELAIMPR_MIN_BASE_LIFT) -> float:
     """AQCL Eq. 9 in percent: ((AUC(target) - 0.5) / (AUC(base) - 0.5) - 1) * 100.
 
-    nan when either value is missing/nan or the base is exactly 0.5 (no lift to relate to).
+    nan when either value is missing/nan or the base is not at least ``min_base_lift`` above
+    0.5: Eq. 9 divides by the base's lift over chance, so a base at (or below) chance gives
+    arbitrary numbers (a base of 0.497 turns +0.01 AUC into -300 %).
     """
     if auc_value is None or base_auc is None:
         return float("nan")
     a, b = float(auc_value), float(base_auc)
-    if math.isnan(a) or math.isnan(b) or b == 0.5:
+    if math.isnan(a) or math.isnan(b) or b - 0.5 < min_base_lift:
         return float("nan")
     return ((a - 0.5) / (b - 0.5) - 1.0) * 100.0
 

@@ -110,10 +110,11 @@ def log(msg: str) -> None:
 # aggregation
 # ---------------------------------------------------------------------------------------------
 def relaimpr(auc: Optional[float], base: Optional[float]) -> Optional[float]:
-    """AQCL Eq. 9 in percent."""
-    if auc is None or base is None or base == 0.5:
-        return None
-    return ((auc - 0.5) / (base - 0.5) - 1.0) * 100.0
+    """AQCL Eq. 9 in percent (``ctrcore.metrics.relaimpr``), None where it is undefined."""
+    from ctrcore import metrics as metrics_lib  # imports TensorFlow: only when reporting
+
+    v = metrics_lib.relaimpr(auc, base)
+    return None if math.isnan(v) else v
 
 
 def _mean_std(xs: List[float]):

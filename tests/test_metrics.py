@@ -115,6 +115,9 @@ def test_relaimpr_eq9():
     assert math.isnan(M.relaimpr(0.7, 0.5))
     assert math.isnan(M.relaimpr(float("nan"), 0.7))
     assert math.isnan(M.relaimpr(None, 0.7))
+    # a base at or near chance has no lift to relate to (MIND stand-in: TAN at 0.497)
+    assert math.isnan(M.relaimpr(0.5058, 0.4969)) and math.isnan(M.relaimpr(0.52, 0.505))
+    assert M.relaimpr(0.52, 0.51) == pytest.approx(100.0)
 
 
 def test_activeness_group_boundaries():
