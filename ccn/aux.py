@@ -52,7 +52,9 @@ class CCNLoss(AuxLoss):
       lambda_: lambda of Eq. 12. tau, xi: temperatures of Eq. 5 and Eq. 7 (paper: 0.5, 0.8).
       use_attraction, use_repulsion: switch L_S+ / L_S- off (Table 2 ablations).
       attraction_form: Eq. 7's cos as the cosine of two vectors ("vector_cosine") or as the
-        periodic cosine of angle differences ("angle"); see :func:`ccn.losses.attraction_loss_per_example`.
+        periodic cosine of angle differences ("angle"); attraction_scale: the exponent's
+        unit direction as is ("unit") or times sqrt(D) ("rms"); see
+        :func:`ccn.losses.attraction_loss_per_example`.
       similarity, weighting, stop_gradient_weights, normalize: the reading of the paper, see
         :mod:`ccn.losses` and docs/method.md.
     """
@@ -60,7 +62,7 @@ class CCNLoss(AuxLoss):
     def __init__(self, stats=None, lambda_=0.1, tau=0.5, xi=0.8, use_attraction=True,
                  use_repulsion=True, similarity="cosine", weighting="similarity",
                  stop_gradient_weights=False, normalize=True, attraction_form="vector_cosine",
-                 name="ccn", **kwargs):
+                 attraction_scale="unit", name="ccn", **kwargs):
         super().__init__(name=name, **kwargs)
         self.p_plus, self.p_minus = p_from_stats(stats)
         self.lambda_ = float(lambda_)
@@ -72,6 +74,9 @@ class CCNLoss(AuxLoss):
         if attraction_form not in ("vector_cosine", "angle"):
             raise ValueError(f"unknown attraction_form {attraction_form!r} (vector_cosine | angle)")
         self.attraction_form = attraction_form
+        if attraction_scale not in ("unit", "rms"):
+            raise ValueError(f"unknown attraction_scale {attraction_scale!r} (unit | rms)")
+        self.attraction_scale = attraction_scale
 
     @property
     def attraction_weight(self) -> float:
@@ -109,7 +114,8 @@ class CCNLoss(AuxLoss):
             l_plus = closs.attraction_loss(s_target, s_ctx, ctx_labels, labels, self.xi,
                                            similarity=self.similarity, weighting=self.weighting,
                                            stop_gradient_weights=self.stop_gradient_weights,
-                                           normalize=self.normalize, form=self.attraction_form)
+                                           normalize=self.normalize, form=self.attraction_form,
+                                           exponent_scale=self.attraction_scale)
             terms["ccn_attraction"] = self.lambda_ * self.attraction_weight * l_plus
         return terms
 
@@ -119,6 +125,6 @@ class CCNLoss(AuxLoss):
                    use_attraction=self.use_attraction, use_repulsion=self.use_repulsion,
                    similarity=self.similarity, weighting=self.weighting,
                    stop_gradient_weights=self.stop_gradient_weights, normalize=self.normalize,
-                   attraction_form=self.attraction_form,
+                   attraction_form=self.attraction_form, attraction_scale=self.attraction_scale,
                    stats={"p_s_plus": self.p_plus, "p_s_minus": self.p_minus})
         return cfg

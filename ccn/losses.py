@@ -185,7 +185,7 @@ def _log_exp_vector(log_v):
 def attraction_loss_per_example(s_target, s_context, context_labels, target_label, xi=0.8,
                                 similarity="cosine", weighting="similarity",
                                 stop_gradient_weights=False, normalize=True,
-                                cos_floor=-1.0 + 1e-6, form="vector_cosine"):
+                                cos_floor=-1.0 + 1e-6, form="vector_cosine", exponent_scale="unit"):
     """Per-example attraction loss, CCN Eq. 7-8.
 
     ``form`` selects the reading of Eq. 7's ``cos`` (docs/method.md 1.4):
@@ -216,7 +216,10 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
     ``[e^{-1/xi}, e^{1/xi}]`` (within ``(0, pi]`` for ``xi >= 1/ln(pi) ~ 0.87``: the paper's
     "range [0, pi]" remark) and the loss does not vanish when ``||s||`` is small (with raw ``s``
     near 0 all ``e^{s/xi}`` are ~ the all-ones vector, cos ~ 1 and the gradient ~ 0).
-    ``normalize=False``: raw ``s``.
+    ``normalize=False``: raw ``s``. ``exponent_scale="rms"`` (with ``normalize``) multiplies the
+    unit direction by ``sqrt(D)``, so its components have unit RMS instead of ``1/sqrt(D)``: the
+    entries of ``e^{s/xi}`` then spread over ``~[e^{-1/xi}, e^{1/xi}]`` (the paper's ``[0, pi]``
+    for xi ~ 0.8-0.9) whatever D is, instead of crowding near 1 for D = 16.
 
     Numerics: both vectors are formed in log space and shifted by their max before ``exp``
     (cosine is invariant to a positive rescaling of either vector), so ``e^{s/xi}`` never
@@ -235,6 +238,11 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
     if normalize:
         s_target = tf.math.l2_normalize(s_target, -1, _EPS)
         s_context = tf.math.l2_normalize(s_context, -1, _EPS)
+        if exponent_scale == "rms":
+            root_d = tf.sqrt(tf.cast(tf.shape(s_target)[-1], tf.float32))
+            s_target, s_context = s_target * root_d, s_context * root_d
+        elif exponent_scale != "unit":
+            raise ValueError(f"unknown exponent_scale {exponent_scale!r} (unit | rms)")
     if weighting == "similarity":
         log_w = _masked_log_softmax(-r_ctx / xi, pos)[:, :, None]  # Eq. 8, [B, C, 1]
     elif weighting == "elementwise":
@@ -267,7 +275,7 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
 
 def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
                     similarity="cosine", weighting="similarity", stop_gradient_weights=False,
-                    normalize=True, form="vector_cosine"):
+                    normalize=True, form="vector_cosine", exponent_scale="unit"):
     """CCN attraction loss L_{S+} (Eq. 7-8), mean over examples with a non-empty S+.
 
     See :func:`attraction_loss_per_example`. Returns a float32 scalar (0 if no example of the
@@ -275,7 +283,7 @@ def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
     """
     loss, valid = attraction_loss_per_example(s_target, s_context, context_labels, target_label,
                                               xi, similarity, weighting, stop_gradient_weights,
-                                              normalize, form=form)
+                                              normalize, form=form, exponent_scale=exponent_scale)
     return masked_mean(loss, valid)
 
 

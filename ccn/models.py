@@ -78,6 +78,8 @@ LOSS_PARAMS: Dict[str, Tuple[Any, str]] = {
     "ccn_attraction_form": ("vector_cosine", "CCN: reading of Eq. 7's cos: vector_cosine (cosine "
                             "similarity of e^{s/xi} vectors) | angle (periodic cos of the angle "
                             "differences e^{s/xi}, docs/method.md 1.4)."),
+    "ccn_attraction_scale": ("unit", "CCN: exponent of Eq. 7 on the unit direction of s (unit) or "
+                             "on sqrt(D) times it (rms: unit-RMS components), docs/method.md 1.4."),
     "aqcl_weight": (0.05, "AQCL/ICL: weight w of the auxiliary task (paper searches {0.01, 0.05, 0.1})."),
     "aqcl_w1": (1.0, "AQCL: w1 of alpha = R(L) = exp(-w1 * (L / L_bar)^w2) (Eq. 6)."),
     "aqcl_w2": (1.0, "AQCL: w2 of alpha = R(L) (Eq. 6)."),
@@ -156,6 +158,8 @@ def validate(cfg: TrainConfig, loss_params: Optional[Dict[str, Any]] = None, spe
         if lp.get("ccn_attraction_form", "vector_cosine") not in ("vector_cosine", "angle"):
             errs.append(f"--ccn_attraction_form={lp.get('ccn_attraction_form')!r}: "
                         "choose vector_cosine or angle")
+        if lp.get("ccn_attraction_scale", "unit") not in ("unit", "rms"):
+            errs.append(f"--ccn_attraction_scale={lp.get('ccn_attraction_scale')!r}: choose unit or rms")
         if spec is not None:
             ctx = spec.features.get("context_item_ids")
             lab = spec.features.get("context_labels")
@@ -208,7 +212,8 @@ def make_aux_loss(name: str, mdef: ModelDef, lp: Dict[str, Any], stats: dict):
     if name == "ccn":
         return cls(stats, lambda_=lp["ccn_lambda"], tau=lp["ccn_tau"], xi=lp["ccn_xi"],
                    use_attraction=mdef.ccn_attraction, use_repulsion=mdef.ccn_repulsion,
-                   attraction_form=lp.get("ccn_attraction_form", "vector_cosine"))
+                   attraction_form=lp.get("ccn_attraction_form", "vector_cosine"),
+                   attraction_scale=lp.get("ccn_attraction_scale", "unit"))
     common = dict(weight=lp["aqcl_weight"], z_dim=lp["aqcl_z_dim"], mask_rate=lp["aqcl_mask_rate"],
                   emb_dropout=lp["aqcl_emb_dropout"])
     tau = lp["aqcl_tau"]

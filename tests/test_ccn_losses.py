@@ -398,3 +398,18 @@ def test_ccn_loss_attraction_form_flag():
     with pytest.raises(ValueError, match="attraction_form"):
         CCNLoss({"p_s_plus": 0.8}, attraction_form="bogus")
     assert CCNLoss({"p_s_plus": 0.8}, attraction_form="angle").get_config()["attraction_form"] == "angle"
+
+
+@pytest.mark.parametrize("form", ["vector_cosine", "angle"])
+def test_attraction_rms_scale_is_the_unit_reading_on_sqrt_d_directions(form):
+    """exponent_scale="rms" == the raw-s loss on sqrt(D) * s/||s|| (same weights: they only
+    depend on directions)."""
+    d = S_T.shape[-1]
+    st = S_T / np.linalg.norm(S_T, axis=-1, keepdims=True) * np.sqrt(d)
+    sc = S_C / np.maximum(np.linalg.norm(S_C, axis=-1, keepdims=True), 1e-12) * np.sqrt(d)
+    got = L.attraction_loss(S_T, S_C, CTX, Y, XI, form=form, exponent_scale="rms")
+    ref = L.attraction_loss(st.astype(np.float32), sc.astype(np.float32), CTX, Y, XI, form=form,
+                            normalize=False)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="exponent_scale"):
+        L.attraction_loss(S_T, S_C, CTX, Y, XI, exponent_scale="bogus")
