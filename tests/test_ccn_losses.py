@@ -64,7 +64,7 @@ def ref_repulsion(s_t, s_c, ctx, y, tau, similarity="cosine", per_example=False)
 
 
 def ref_attraction(s_t, s_c, ctx, y, xi, weighting="similarity", per_example=False,
-                   normalize=True):
+                   normalize=True, form="vector_cosine"):
     s_t, s_c = s_t.astype(np.float64), s_c.astype(np.float64)
     out, valid = [], []
     for i in range(len(y)):
@@ -90,7 +90,10 @@ def ref_attraction(s_t, s_c, ctx, y, xi, weighting="similarity", per_example=Fal
                 w = w / w.sum()
                 agg[d] = sum(wj * np.exp(e_c[j][d] / xi) for wj, j in zip(w, pos))
         u = np.exp(e_t / xi)
-        out.append(-np.log(0.5 * _cos(u, agg) + 0.5))
+        if form == "angle":  # periodic cos of the per-dimension angle differences, averaged
+            out.append(-np.log(0.5 * np.mean(np.cos(u - agg)) + 0.5))
+        else:
+            out.append(-np.log(0.5 * _cos(u, agg) + 0.5))
         valid.append(True)
     if per_example:
         return np.array(out), np.array(valid)
@@ -319,32 +322,9 @@ def test_runs_under_xla():
 
 
 # ------------------------------------------------------------------ Eq. 7, "angle" reading
-def ref_attraction_angle(s_t, s_c, ctx, y, xi, per_example=False):
-    """NumPy reference of the angle reading: theta = e^{s_hat/xi} per dimension, positives'
-    angles averaged with the Eq. 8 (similarity) weights, loss = -log(mean_d cos(diff)/2 + 1/2)."""
-    s_t, s_c = s_t.astype(np.float64), s_c.astype(np.float64)
-    out, valid = [], []
-    for i in range(len(y)):
-        pos = [j for j in range(ctx.shape[1]) if ctx[i, j] >= 0 and ctx[i, j] == y[i]]
-        if not pos:
-            out.append(0.0)
-            valid.append(False)
-            continue
-        w = np.array([np.exp(-_cos(s_t[i], s_c[i, j]) / xi) for j in pos])
-        w = w / w.sum()
-        theta_pos = sum(wj * np.exp(s_c[i, j] / np.linalg.norm(s_c[i, j]) / xi)
-                        for wj, j in zip(w, pos))
-        theta = np.exp(s_t[i] / np.linalg.norm(s_t[i]) / xi)
-        out.append(-np.log(0.5 * np.mean(np.cos(theta - theta_pos)) + 0.5))
-        valid.append(True)
-    if per_example:
-        return np.array(out), np.array(valid)
-    return sum(o for o, v in zip(out, valid) if v) / max(sum(valid), 1)
-
-
 def test_attraction_angle_matches_reference_and_masks():
     got, valid = L.attraction_loss_per_example(S_T, S_C, CTX, Y, XI, form="angle")
-    ref, rvalid = ref_attraction_angle(S_T, S_C, CTX, Y, XI, per_example=True)
+    ref, rvalid = ref_attraction(S_T, S_C, CTX, Y, XI, per_example=True, form="angle")
     np.testing.assert_array_equal(valid.numpy(), rvalid)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
     mean = L.attraction_loss(S_T, S_C, CTX, Y, XI, form="angle")
