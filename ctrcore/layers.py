@@ -102,14 +102,12 @@ class MLP(keras.layers.Layer):
             self.drops.append(keras.layers.Dropout(dropout) if dropout and not lin else None)
 
     def call(self, x, training=False):
-        return self._rest(self.denses[0](x), 0, training)
+        return self._after_first_dense(self.denses[0](x), training)
 
-    def _rest(self, x, start, training):
-        """Norm / dropout of layer ``start`` (whose Dense is already applied), then the rest."""
+    def _after_first_dense(self, x, training):
+        """Norm / dropout of layer 0 (whose Dense is already applied), then the other layers."""
         for i, (d, n, dr) in enumerate(zip(self.denses, self.norms, self.drops)):
-            if i < start:
-                continue
-            if i > start:
+            if i > 0:
                 x = d(x)
             if n is not None:
                 x = n(x, training=training)
@@ -133,7 +131,7 @@ class MLP(keras.layers.Layer):
             pre = pre + tf.cast(d0.bias, pre.dtype)
         if d0.activation is not None:
             pre = d0.activation(pre)
-        return self._rest(pre, 0, training)
+        return self._after_first_dense(pre, training)
 
     def call_broadcast(self, shared, per_item, training=False):
         """``call(concat([tile(shared), per_item], -1))`` for ``shared [B, Ds]`` and
