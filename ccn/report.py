@@ -102,6 +102,15 @@ def mean_std(values: Sequence[Optional[float]]) -> Dict[str, Any]:
             "n": len(vals)}
 
 
+def trimmed_mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    """The CCN paper's protocol (Sec. 4.1): repeat 5 times, drop the best and the worst value,
+    average the rest. Defined for 3 or more values (one best and one worst dropped); else None."""
+    vals = sorted(float(v) for v in values if v is not None and not math.isnan(float(v)))
+    if len(vals) < 3:
+        return None
+    return float(np.mean(vals[1:-1]))
+
+
 def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """``{run_key: {n_seeds, seeds, dirs, auc: {mean,std,n}, gauc, page_auc, logloss,
     groups: {g: {auc, gauc, n}}, runtime: {...}, commands, data}}``."""
@@ -115,6 +124,8 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         g = {"n_seeds": len(rs), "seeds": [r["seed"] for r in rs], "dirs": [r["dir"] for r in rs]}
         for k in ("auc", "gauc", "page_auc", "logloss"):
             g[k] = mean_std([m.get(k) for m in ms])
+        g["auc_per_seed"] = {r["seed"]: r["metrics"].get("auc") for r in rs}
+        g["auc_trimmed"] = trimmed_mean([m.get("auc") for m in ms])
         g["n_examples"] = sorted({m.get("n") for m in ms if m.get("n") is not None})
         g["groups"] = {}
         for grp in GROUPS:
@@ -144,7 +155,12 @@ def add_relaimpr(agg: Dict[str, Dict[str, Any]], base_of) -> None:
         g["relaimpr_base"] = base_key if b else None
         if not b:
             g["relaimpr"] = None
+            g["paired_vs_base"] = None
             continue
+        common = sorted(s for s in set(g["auc_per_seed"]) & set(b["auc_per_seed"])
+                        if s is not None and g["auc_per_seed"][s] is not None and b["auc_per_seed"][s] is not None)
+        g["paired_vs_base"] = {"seeds": common, "n": len(common),
+                               "wins": sum(g["auc_per_seed"][s] > b["auc_per_seed"][s] for s in common)}
         g["relaimpr"] = {"auc": metrics_lib.relaimpr(g["auc"]["mean"], b["auc"]["mean"]),
                          "gauc": metrics_lib.relaimpr(g["gauc"]["mean"], b["gauc"]["mean"]),
                          "groups": {grp: metrics_lib.relaimpr(g["groups"][grp]["auc"]["mean"],
@@ -202,6 +218,9 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
          "RelaImpr = ((AUC - 0.5) / (AUC_base - 0.5) - 1) x 100% on the mean AUCs (AQCL Eq. 9); "
          f"'-' where the base's mean AUC is below {0.5 + metrics_lib.RELAIMPR_MIN_BASE_LIFT:.2f} "
          "(no lift over chance to relate to)",
+         "* AUC trimmed: the CCN paper's protocol (mean after dropping each row's best and worst "
+         "seed; needs 3 or more seeds); > base: on how many of the seeds both rows have run the row's "
+         "AUC is above the base's AUC of the same seed",
          "* train time: training seconds (validation excluded) summed over a run's sessions, mean over "
          "seeds; ex/s: median over epochs of the training throughput without each epoch's first "
          "step (tracing), mean over seeds"]
@@ -238,7 +257,7 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
             cells += [fmt_ms(g["gauc"]), fmt_ms(g["logloss"]), fmt_time(g["runtime"]["train_seconds"])]
             L.append("| " + " | ".join(cells) + " |")
     else:
-        hdr = ["Model", "n", "AUC", "RelaImpr", "GAUC", "page AUC", "LogLoss"] + \
+        hdr = ["Model", "n", "AUC", "AUC trimmed", "RelaImpr", "> base", "GAUC", "page AUC", "LogLoss"] + \
               [f"{grp.replace('_', '-')} AUC" for grp in GROUPS] + ["best epoch", "train time", "ex/s"]
         L += ["| " + " | ".join(hdr) + " |", "|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|"]
         for key, label in rows + extra:
@@ -250,7 +269,10 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
             eps = g["runtime"]["median_steady_examples_per_second"]
             if eps["mean"] is None:
                 eps = g["runtime"]["examples_per_second"]
-            cells = [f"{label} (`{key}`)", str(g["n_seeds"]), fmt_ms(g["auc"]), fmt_pct(ri.get("auc")),
+            pv = g.get("paired_vs_base")
+            cells = [f"{label} (`{key}`)", str(g["n_seeds"]), fmt_ms(g["auc"]),
+                     "-" if g["auc_trimmed"] is None else f"{g['auc_trimmed']:.4f}", fmt_pct(ri.get("auc")),
+                     "-" if not pv or not pv["n"] or key == g.get("relaimpr_base") else f"{pv['wins']}/{pv['n']}",
                      fmt_ms(g["gauc"]), fmt_ms(g["page_auc"]), fmt_ms(g["logloss"])] + \
                     [fmt_ms(g["groups"][grp]["auc"]) for grp in GROUPS] + \
                     [fmt_ms(g["best_epoch"], 1), fmt_time(g["runtime"]["train_seconds"]),

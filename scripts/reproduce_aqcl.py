@@ -166,6 +166,7 @@ def collect(runs_dir: str) -> Dict[str, dict]:
                     h = json.load(fh)
                 hist_epochs.append({"best_epoch": (h.get("best") or {}).get("epoch"),
                                     "epochs_run": len(h.get("epochs") or []),
+                                    "train_seconds": (h.get("runtime") or {}).get("train_seconds"),
                                     "wall_seconds": (h.get("runtime") or {}).get("wall_seconds")})
         flagfile, display, table, _ = MODELS[name]
         out[name] = {
@@ -175,6 +176,8 @@ def collect(runs_dir: str) -> Dict[str, dict]:
             "groups": groups, "loss_params": alphas[0] if alphas and len({json.dumps(a, sort_keys=True)
                                                                           for a in alphas}) == 1 else alphas,
             "runs": hist_epochs,
+            "train_seconds_mean": _mean_std([r.get("train_seconds") for r in hist_epochs])[0],
+            "best_epoch_mean": _mean_std([r.get("best_epoch") for r in hist_epochs])[0],
         }
     base = out.get("din")
     for name, r in out.items():
@@ -185,10 +188,12 @@ def collect(runs_dir: str) -> Dict[str, dict]:
                                                       base["groups"][g]["auc_mean"])
         else:
             r["relaimpr"] = None
-    for bb in ("wide_deep", "deepfm"):  # Table 3: AQCL_X vs X as well
-        if bb in out and f"{bb}_aqcl" in out:
-            out[f"{bb}_aqcl"]["relaimpr_vs_backbone"] = relaimpr(out[f"{bb}_aqcl"]["auc_mean"],
-                                                                 out[bb]["auc_mean"])
+    for bb in ("wide_deep", "deepfm", "din"):  # Table 3: AQCL_X against its own backbone X
+        r, b = out.get(f"{bb}_aqcl"), out.get(bb)
+        if r and b:
+            r["relaimpr_vs_backbone"] = relaimpr(r["auc_mean"], b["auc_mean"])
+            r["groups_relaimpr_vs_backbone"] = {g: relaimpr(r["groups"][g]["auc_mean"], b["groups"][g]["auc_mean"])
+                                                for g in GROUPS}
     return out
 
 
@@ -214,32 +219,46 @@ def markdown(res: Dict[str, dict], meta: dict) -> str:
                  "(see loss_params in the JSON).")
     L.append("")
 
-    def block(title, names):
+    def block(title, names, own_backbone=False):
+        """own_backbone: RelaImpr of each AQCL_X row against X (X rows are the bases: '-')."""
         rows = [n for n in names if n in res]
         L.extend([f"## {title}", ""])
         if not rows:
             L.extend(["(no finished runs yet)", ""])
             return
+        if own_backbone:
+            L.extend(["RelaImpr of each AQCL row against its own backbone (AQCL_W&D vs W&D, AQCL_DeepFM "
+                      "vs DeepFM, AQCL vs DIN); the backbone rows are the bases.", ""])
         L.append("| Model | seeds | AUC | RelaImpr | Non-active AUC | RelaImpr | Slightly-active AUC | "
-                 "RelaImpr | Highly-active AUC | RelaImpr |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+                 "RelaImpr | Highly-active AUC | RelaImpr | best epoch | train time |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in rows:
             r = res[n]
-            cells = [r["display"], str(r["n_seeds"]), f"{_f(r['auc_mean'])} ± {_f(r['auc_std'])}",
-                     _p(r.get("relaimpr"))]
+            if own_backbone:
+                ri = r.get("relaimpr_vs_backbone")
+                gri = r.get("groups_relaimpr_vs_backbone") or {}
+            else:
+                ri, gri = r.get("relaimpr"), {g: r["groups"][g].get("relaimpr") for g in GROUPS}
+            cells = [r["display"], str(r["n_seeds"]), f"{_f(r['auc_mean'])} ± {_f(r['auc_std'])}", _p(ri)]
             for g in GROUPS:
-                cells += [_f(r["groups"][g]["auc_mean"]), _p(r["groups"][g].get("relaimpr"))]
+                cells += [_f(r["groups"][g]["auc_mean"]), _p(gri.get(g))]
+            cells += [_f(r.get("best_epoch_mean"), 1),
+                      "-" if r.get("train_seconds_mean") is None else f"{r['train_seconds_mean']:.0f}s"]
             L.append("| " + " | ".join(cells) + " |")
         L.append("")
 
     block("Table 2 (Amazon block): regularisers on DIN", TABLE2)
-    block("Table 3 (Amazon column): AQCL on other backbones", TABLE3)
-    for bb in ("wide_deep", "deepfm"):
-        r = res.get(f"{bb}_aqcl")
-        if r and r.get("relaimpr_vs_backbone") is not None:
-            L.append(f"- {r['display']} vs {res[bb]['display']}: RelaImpr {_p(r['relaimpr_vs_backbone'])}")
-    L.append("")
+    block("Table 3 (Amazon column): AQCL on other backbones", TABLE3, own_backbone=True)
     block("Fig. 5 right: constant alpha vs alpha-adaptation (AQCL on DIN)", ABLATION)
+    driver = " ".join(["python scripts/reproduce_aqcl.py"] + ([meta["driver_args"]] if meta.get("driver_args") else []))
+    L.extend(["## Commands", "", f"Driver (resumable; skips runs that have a metrics.json): `{driver}`. "
+              "Each run, one per model and seed (train time: training seconds without validation, mean "
+              "over seeds; best epoch: the epoch whose validation AUC was kept):", ""])
+    for n in [n for n in MODELS if n in res]:
+        L.append(f"* {res[n]['display']} (`{n}`, seeds {res[n]['seeds']}): "
+                 f"`python -m ccn.train --flagfile={res[n]['flagfile']} --seed=S "
+                 f"--model_dir={meta['runs_dir']}/{n}/seedS`")
+    L.append("")
     missing = meta.get("missing") or []
     if missing:
         L.extend(["## Not finished", "", f"{len(missing)} planned runs have no metrics.json yet: "
@@ -247,8 +266,22 @@ def markdown(res: Dict[str, dict], meta: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def driver_args(args) -> str:
+    """The driver's own arguments that decide what runs (for the Commands section)."""
+    parts = [f"--seeds_table2={args.seeds_table2}", f"--seeds_table3={args.seeds_table3}",
+             f"--seeds_ablation={args.seeds_ablation}"]
+    if args.runs_dir != "out/beauty/runs":
+        parts.append(f"--runs_dir={args.runs_dir}")
+    if args.alpha_from:
+        parts.append(f"--alpha_from={args.alpha_from}")
+    if args.results != "results/aqcl_beauty":
+        parts.append(f"--results={args.results}")
+    parts += [f"--train_flag={f}" for f in args.train_flag]
+    return shlex.join(parts)
+
+
 def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: Optional[dict],
-                  data_dir: str) -> dict:
+                  data_dir: str, driver: str = "") -> dict:
     res = collect(runs_dir)
     missing = [f"{n}/seed{s}" for n, s in planned
                if not os.path.exists(os.path.join(runs_dir, n, f"seed{s}", "metrics.json"))]
@@ -259,7 +292,7 @@ def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: O
             thresholds = json.load(fh).get("activeness_thresholds")
     meta = {"generated": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "runs_dir": os.path.relpath(runs_dir, ROOT), "alpha": alpha, "missing": missing,
-            "activeness_thresholds": thresholds, "data_dir": data_dir}
+            "activeness_thresholds": thresholds, "data_dir": data_dir, "driver_args": driver}
     os.makedirs(os.path.dirname(out_prefix) or ".", exist_ok=True)
     with open(out_prefix + ".json", "w") as fh:
         json.dump({"meta": meta, "models": res}, fh, indent=1, sort_keys=True)
@@ -296,7 +329,8 @@ def run_all(planned: List[tuple], args, alpha: Optional[dict]) -> List[tuple]:
             with open(os.path.join(run_dir, "metrics.json")) as fh:
                 m = json.load(fh)
             log(f"    test AUC {m.get('auc')}, logloss {m.get('logloss')} ({dt:.0f}s)")
-            write_results(args.runs_dir, args.results, args.planned, alpha, args.data_dir)
+            write_results(args.runs_dir, args.results, args.planned, alpha, args.data_dir,
+                          driver_args(args))
     return failed
 
 
@@ -341,7 +375,7 @@ def main(argv=None) -> int:
             log(f"{len(failed)} runs failed: " + ", ".join(f"{n}/seed{s}" for n, s in failed))
     if args.dry_run:
         return 0
-    res = write_results(args.runs_dir, args.results, planned, alpha, args.data_dir)
+    res = write_results(args.runs_dir, args.results, planned, alpha, args.data_dir, driver_args(args))
     log(f"wrote {args.results}.json / .md ({len(res)} models with results)")
     return 0
 

@@ -52,12 +52,17 @@ def test_aggregate_mean_std_relaimpr_and_order(tmp_path):
     assert g["ccn"]["relaimpr"]["groups"]["highly_active"] == pytest.approx(M.relaimpr(0.81, 0.8))
     assert g["tan"]["relaimpr"]["auc"] == pytest.approx(0.0)
     assert g["ccn"]["runtime"]["train_seconds"]["mean"] == pytest.approx(10.5)
+    # the CCN paper's protocol (drop best and worst) and the paired per-seed comparison
+    assert g["tan"]["auc_trimmed"] == pytest.approx(0.72) and g["ccn"]["auc_trimmed"] is None
+    assert g["ccn"]["paired_vs_base"] == {"seeds": [0, 1], "n": 2, "wins": 2}
+    assert g["din"]["paired_vs_base"] == {"seeds": [0], "n": 1, "wins": 0}
     # rows in CCN Table 2 order, missing rows as "not run", numbers from the files
     lines = [l for l in md.splitlines() if l.startswith("| ")]
     order = [l.split("|")[1].strip() for l in lines[1:]]
     assert order[0].startswith("Wide&Deep") and "not run" in lines[1]
     assert [o.split(" (`")[0] for o in order] == [r[1] for r in report.LAYOUTS["ccn"]]
     assert "0.7600 ± 0.0141" in md and "+18.18%" in md  # ccn: mean ± std, RelaImpr vs tan
+    assert "| +18.18% | 2/2 |" in md and "| 0.7200 ± 0.0200 | 0.7200 | +0.00% | - |" in md
     assert "SIM (`sim`) | 0 | not run" in md
     assert "no metrics.json" in md  # the unevaluated sim run is reported
     assert "--flagfile=configs/ccn_synthetic.flags --seed=1" in md
@@ -83,6 +88,12 @@ def test_aqcl_layouts_and_extra_rows(tmp_path):
     assert data2["groups"]["wide_deep+aqcl"]["relaimpr_base"] == "wide_deep"
     assert data2["groups"]["din+aqcl"]["relaimpr_base"] == "din"
     assert data2["groups"]["din"]["relaimpr"] is None
+
+
+def test_trimmed_mean_drops_one_best_and_one_worst():
+    assert report.trimmed_mean([0.9, 0.1, 0.5, 0.6, 0.4]) == pytest.approx(0.5)
+    assert report.trimmed_mean([0.3, 0.9, 0.1]) == pytest.approx(0.3)
+    assert report.trimmed_mean([0.7, 0.8]) is None and report.trimmed_mean([None, 0.7, 0.8]) is None
 
 
 def test_no_runs_is_an_error(tmp_path):

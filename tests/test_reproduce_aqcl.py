@@ -1,0 +1,60 @@
+"""scripts/reproduce_aqcl.py's report over hand-made run directories: mean ± std, RelaImpr against
+DIN (Table 2) and against each row's own backbone (Table 3, overall and per activeness group),
+runtime columns and the commands section; nothing run."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from ctrcore import metrics as M
+
+_SPEC = importlib.util.spec_from_file_location(
+    "reproduce_aqcl", os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "reproduce_aqcl.py"))
+R = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(R)
+
+
+def _run(root, name, seed, auc, groups):
+    d = os.path.join(root, name, f"seed{seed}")
+    os.makedirs(d)
+    with open(os.path.join(d, "metrics.json"), "w") as fh:
+        json.dump({"auc": auc, "logloss": 0.5, "groups": {g: {"auc": a, "n": 10} for g, a in zip(R.GROUPS, groups)}}, fh)
+    with open(os.path.join(d, "history.json"), "w") as fh:
+        json.dump({"best": {"epoch": 2}, "epochs": [{}, {}, {}],
+                   "runtime": {"train_seconds": 100.0 + seed, "wall_seconds": 120.0}}, fh)
+
+
+def test_tables_relaimpr_against_din_and_own_backbone(tmp_path):
+    runs = str(tmp_path / "runs")
+    for s, a in enumerate([0.70, 0.72]):
+        _run(runs, "din", s, a, (0.68, 0.70, 0.80))
+    for s, a in enumerate([0.73, 0.75]):
+        _run(runs, "din_aqcl", s, a, (0.70, 0.72, 0.82))
+    _run(runs, "wide_deep", 0, 0.66, (0.62, 0.66, 0.70))
+    _run(runs, "wide_deep_aqcl", 0, 0.68, (0.64, 0.67, 0.72))
+    res = R.collect(runs)
+    assert res["din_aqcl"]["auc_mean"] == pytest.approx(0.74) and res["din_aqcl"]["seeds"] == [0, 1]
+    assert res["din_aqcl"]["relaimpr"] == pytest.approx(M.relaimpr(0.74, 0.71))
+    assert res["wide_deep_aqcl"]["relaimpr_vs_backbone"] == pytest.approx(M.relaimpr(0.68, 0.66))
+    assert res["wide_deep_aqcl"]["groups_relaimpr_vs_backbone"]["highly_active"] == pytest.approx(
+        M.relaimpr(0.72, 0.70))
+    assert res["din_aqcl"]["train_seconds_mean"] == pytest.approx(100.5)
+    assert "relaimpr_vs_backbone" not in res["wide_deep"]
+
+    prefix = str(tmp_path / "out" / "aqcl")
+    R.write_results(runs, prefix, [("din", 0), ("din_icl", 0)], None, str(tmp_path), "--seeds_table2=1")
+    md = open(prefix + ".md").read()
+    t2, t3 = md.split("## Table 3")[0], md.split("## Table 3")[1].split("## Fig. 5")[0]
+    # Table 2: W&D's AQCL row is not in it; AQCL against DIN
+    assert "| AQCL | 2 | 0.7400 ± 0.0141 | " + f"{M.relaimpr(0.74, 0.71):+.2f}%" in t2
+    # Table 3: AQCL_W&D against W&D (overall and non-active), the base row has '-'
+    row = [l for l in t3.splitlines() if l.startswith("| AQCL_W&D |")][0]
+    assert f"{M.relaimpr(0.68, 0.66):+.2f}%" in row and f"{M.relaimpr(0.64, 0.62):+.2f}%" in row
+    assert [l for l in t3.splitlines() if l.startswith("| W&D |")][0].split("|")[4].strip() == "-"
+    assert "| 2.0 | 100s |" in t3
+    assert "`python scripts/reproduce_aqcl.py --seeds_table2=1`" in md
+    assert "--flagfile=configs/din_aqcl_beauty.flags --seed=S" in md
+    assert "din_icl/seed0" in md  # planned but not run: listed as not finished
+    js = json.load(open(prefix + ".json"))
+    assert js["models"]["din_aqcl"]["auc_per_seed"] == [0.73, 0.75]
