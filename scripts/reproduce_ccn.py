@@ -3,6 +3,7 @@
 and on the MIND stand-in.
 
     python scripts/reproduce_ccn.py --dataset=synthetic [--seeds=0,1,2,3,4] [--only=tan,ccn] [--dry_run]
+    python scripts/reproduce_ccn.py --dataset=synthetic --tag=long --extra='--epochs=30'
     nohup python scripts/reproduce_ccn.py --dataset=mind > out/mind/reproduce.log 2>&1 &
 
 1. Prepares the data once (synthetic: `python -m pipelines.synthetic` then
@@ -14,6 +15,10 @@ and on the MIND stand-in.
    an interrupted run resumes from its own checkpoint (BackupAndRestore).
 3. Writes `results/ccn_<dataset>.md` and `.json` with `python -m ccn.report` (mean ± std over
    seeds, RelaImpr against TAN), computed from the runs' metrics.json only.
+
+``--tag=T`` keeps a variant protocol apart: its runs go to `runs/<dataset>_T/<model>/seed<s>` and
+its tables to `results/ccn_<dataset>_T.md/.json`, with ``--extra`` (the variant's ccn.train flags)
+on every run; the report lists each run's full command.
 """
 from __future__ import annotations
 
@@ -62,6 +67,7 @@ def main():
     ap.add_argument("--only", default="", help="comma list of models (default: all)")
     ap.add_argument("--rows", type=int, default=100_000, help="synthetic log rows")
     ap.add_argument("--extra", default="", help="extra ccn.train flags for every run")
+    ap.add_argument("--tag", default="", help="variant name: runs/<dataset>_<tag>, results/ccn_<dataset>_<tag>")
     ap.add_argument("--dry_run", action="store_true")
     ap.add_argument("--report_only", action="store_true")
     a = ap.parse_args()
@@ -71,6 +77,9 @@ def main():
         raise SystemExit(f"unknown model(s) {unknown}; choose from {MODELS}")
     models.sort(key=lambda m: (m not in PRIORITY, PRIORITY.index(m) if m in PRIORITY else 0))
     seeds = [int(s) for s in a.seeds.split(",") if s]
+    if a.tag and not a.tag.replace("_", "").isalnum():
+        raise SystemExit(f"--tag={a.tag!r}: use letters, digits and '_' only")
+    name = f"{a.dataset}_{a.tag}" if a.tag else a.dataset
     log = sys.stdout
     data, prep = data_commands(a.dataset, a.rows)
     if not a.report_only:
@@ -84,18 +93,18 @@ def main():
         order = [(s, m) for s in seeds for m in models if m in PRIORITY]
         order += [(s, m) for s in seeds for m in models if m not in PRIORITY]
         for seed, m in order:
-            run_dir = os.path.join(ROOT, "runs", a.dataset, m, f"seed{seed}")
-            if os.path.exists(os.path.join(run_dir, "metrics.json")):
+            rel_dir = os.path.join("runs", name, m, f"seed{seed}")
+            if os.path.exists(os.path.join(ROOT, rel_dir, "metrics.json")):
                 continue
             c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}",
-                 *shlex.split(a.extra)]
+                 *([f"--model_dir={rel_dir}"] if a.tag else []), *shlex.split(a.extra)]
             if a.dry_run:
                 print("$ python -m " + shlex.join(c))
             else:
                 run(c, log)
-    rep = ["ccn.report", f"--runs_glob=runs/{a.dataset}/*/seed*", "--layout=ccn", "--base=tan",
-           f"--output=results/ccn_{a.dataset}.md", f"--json=results/ccn_{a.dataset}.json",
-           f"--title=CCN Table 2 layout on {a.dataset}"]
+    title = f"CCN Table 2 layout on {a.dataset}" + (f" ({a.tag}: {a.extra})" if a.tag else "")
+    rep = ["ccn.report", f"--runs_glob=runs/{name}/*/seed*", "--layout=ccn", "--base=tan",
+           f"--output=results/ccn_{name}.md", f"--json=results/ccn_{name}.json", f"--title={title}"]
     if a.dry_run:
         print("$ python -m " + shlex.join(rep))
     else:
