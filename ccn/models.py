@@ -7,6 +7,8 @@
 ``deepfm``                deepfm        -                        DeepFM (AQCL Table 3)
 ``din``                   din           -                        DIN
 ``sim``                   sim           -                        SIM
+``dihn``                  dihn          intent (weight 0.8)      DIHN
+``dian``                  dian          intent (weight 0.1)      DIAN
 ``tan_base``              tan_base      -                        TAN (w/o CM & TSI)
 ``tan``                   tan           -                        TAN
 ``ccn_notsi``             tan_notsi     CCN (L_S- and L_S+)      CCN (w/o TSI)
@@ -51,6 +53,10 @@ MODELS: Dict[str, ModelDef] = {m.name: m for m in [
     ModelDef("deepfm", "deepfm", (), "DeepFM", "DeepFM (Guo et al. 2017)"),
     ModelDef("din", "din", (), "DIN", "Deep Interest Network (target attention over the short sequence)"),
     ModelDef("sim", "sim", (), "SIM", "SIM: DIN + hard search (same category) over the long sequence"),
+    ModelDef("dihn", "dihn", ("intent",), "DIHN", "Deep Interest Highlight Network (Shen et al. 2022): user "
+             "intent network, trigger/target fusion, hybrid hard+soft interest extraction"),
+    ModelDef("dian", "dian", ("intent",), "DIAN", "Deep Intention-Aware Network (Xia et al. 2023): intent net "
+             "mixing a trigger-aware and a trigger-free CTR estimate"),
     ModelDef("tan_base", "tan_base", (), "TAN (w/o CM & TSI)", "TAN without the collaborative module "
              "and without trigger-related sequence interaction (SIM + trigger item features)"),
     ModelDef("tan", "tan", (), "TAN", "Trigger-aware network, CCN's backbone without contrastive learning"),
@@ -62,13 +68,16 @@ MODELS: Dict[str, ModelDef] = {m.name: m for m in [
     ModelDef("ccn", "tan", ("ccn",), "CCN", "Collaborative Contrastive Network: TAN + L_S- + L_S+ (Eq. 12)"),
 ]}
 
-AUX_LOSSES = ("ccn", "aqcl", "icl", "dropoutnet", "deepmcp", "dmr")
+AUX_LOSSES = ("ccn", "aqcl", "icl", "dropoutnet", "deepmcp", "dmr", "intent")
 #: backbones with the collaborative module (needed by the CCN loss: s_target / collaborative_degree)
 COLLABORATIVE_BACKBONES = frozenset({"tan_notsi", "tan"})
+#: backbones with an intent network (needed by the intent loss: outputs 'intent_logit')
+INTENT_BACKBONES = frozenset({"dihn", "dian"})
 #: where each aux loss lives (module, class)
 AUX_CLASSES = {"ccn": ("ccn.aux", "CCNLoss"), "aqcl": ("aqcl.aux", "AQCLLoss"), "icl": ("aqcl.aux", "ICLLoss"),
                "dropoutnet": ("aqcl.baselines", "DropoutNetLoss"),
-               "deepmcp": ("aqcl.baselines", "DeepMCPLoss"), "dmr": ("aqcl.baselines", "DMRLoss")}
+               "deepmcp": ("aqcl.baselines", "DeepMCPLoss"), "dmr": ("aqcl.baselines", "DMRLoss"),
+               "intent": ("ccn.baselines", "IntentLoss")}
 
 #: loss hyper-parameters: flag name -> (default, help). ccn.train defines one flag per entry.
 LOSS_PARAMS: Dict[str, Tuple[Any, str]] = {
@@ -94,6 +103,8 @@ LOSS_PARAMS: Dict[str, Tuple[Any, str]] = {
     "deepmcp_match_weight": (0.1, "DeepMCP baseline: weight of the matching subnet loss."),
     "deepmcp_corr_weight": (0.1, "DeepMCP baseline: weight of the correlation subnet loss."),
     "dmr_weight": (0.1, "DMR baseline: weight of the auxiliary match loss."),
+    "intent_weight": (None, "DIHN/DIAN: weight of the intent auxiliary loss (default: 0.8 for DIHN, "
+                            "its Eq. 13; 0.1 for DIAN)."),
 }
 
 
@@ -168,6 +179,17 @@ def validate(cfg: TrainConfig, loss_params: Optional[Dict[str, Any]] = None, spe
                             f"context_labels with max_context > 0); {spec.root or 'the data'} has none")
         if stats is not None and "p_s_plus" not in stats:
             errs.append("the CCN loss needs p_s_plus in stats.json (Eq. 9)")
+    if "intent" in losses:
+        if mdef.backbone not in INTENT_BACKBONES:
+            errs.append(f"the intent loss needs a backbone with an intent network "
+                        f"({sorted(INTENT_BACKBONES)}); --model={cfg.model} uses {mdef.backbone!r}")
+        if lp.get("intent_weight") is not None and lp["intent_weight"] < 0:
+            errs.append("--intent_weight must be >= 0")
+        if spec is not None:
+            lab = spec.features.get("context_labels")
+            if lab is None or not lab.shape or lab.shape[0] <= 0:
+                errs.append(f"the intent label needs the in-page context features (context_labels, "
+                            f"context categories); {spec.root or 'the data'} has none")
     if "aqcl" in losses or "icl" in losses:
         if lp["aqcl_weight"] < 0 or lp["aqcl_tau"] <= 0 or lp["aqcl_z_dim"] <= 0:
             errs.append("--aqcl_weight must be >= 0, --aqcl_tau and --aqcl_z_dim > 0")
@@ -228,6 +250,11 @@ def make_aux_loss(name: str, mdef: ModelDef, lp: Dict[str, Any], stats: dict):
         return cls(stats, match_weight=lp["deepmcp_match_weight"], corr_weight=lp["deepmcp_corr_weight"])
     if name == "dmr":
         return cls(stats, weight=lp["dmr_weight"])
+    if name == "intent":
+        from ccn.baselines import DEFAULT_INTENT_WEIGHT
+
+        w = lp.get("intent_weight")
+        return cls(stats, weight=DEFAULT_INTENT_WEIGHT.get(mdef.backbone, 0.1) if w is None else w)
     raise ConfigError(f"unknown aux loss {name!r}")
 
 

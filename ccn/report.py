@@ -12,8 +12,8 @@ against the base group, training time and throughput.
 
 Layouts (``--layout``):
 
-* ``ccn`` - CCN paper Table 2 order: Wide&Deep, DIN, SIM, TAN (w/o CM & TSI), TAN, CCN (w/o TSI),
-  CCN (w/o L_S+), CCN (w/o L_S-), CCN (DIHN / DIAN are not implemented). Default base: ``sim``.
+* ``ccn`` - CCN paper Table 2 order: Wide&Deep, DIN, SIM, DIHN, DIAN, TAN (w/o CM & TSI), TAN,
+  CCN (w/o TSI), CCN (w/o L_S+), CCN (w/o L_S-), CCN. Default base: ``sim``.
 * ``aqcl`` - AQCL paper Table 2: DIN, DropoutNet, DeepMCP, DMR, ICL, AQCL (all on DIN) with AUC and
   RelaImpr overall and per activeness group. Default base: ``din``.
 * ``aqcl_backbones`` - AQCL Table 3: W&D, AQCL_W&D, DeepFM, AQCL_DeepFM, DIN, AQCL_DIN; RelaImpr of
@@ -41,7 +41,7 @@ from ctrcore import metrics as metrics_lib
 
 GROUPS = metrics_lib.GROUP_NAMES
 LAYOUTS: Dict[str, List[Tuple[str, str]]] = {
-    "ccn": [("wide_deep", "Wide&Deep"), ("din", "DIN"), ("sim", "SIM"),
+    "ccn": [("wide_deep", "Wide&Deep"), ("din", "DIN"), ("sim", "SIM"), ("dihn", "DIHN"), ("dian", "DIAN"),
             ("tan_base", "TAN (w/o CM & TSI)"), ("tan", "TAN"), ("ccn_notsi", "CCN (w/o TSI)"),
             ("ccn_no_attraction", "CCN (w/o L_S+)"), ("ccn_no_repulsion", "CCN (w/o L_S-)"),
             ("ccn", "CCN")],
@@ -228,7 +228,8 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
         L.append(f"* **warning: the runs use {len(digests)} different datasets (stats digests "
                  f"{digests}); rows are not comparable**")
     if layout == "ccn":
-        L.append("* the CCN paper's DIHN and DIAN rows are not implemented here")
+        L.append("* DIHN / DIAN: intent label = a click on the trigger's category on the page (a proxy: "
+                 "docs/method-baselines.md)")
     if base and base not in agg:
         L.append(f"* base `{base}` has no evaluated runs: no RelaImpr")
     L.append("")

@@ -1,4 +1,5 @@
-"""CTR backbones: ``wide_deep``, ``deepfm``, ``din``, ``sim``, ``tan_base``, ``tan_notsi``, ``tan``.
+"""CTR backbones: ``wide_deep``, ``deepfm``, ``din``, ``sim``, ``tan_base``, ``tan_notsi``, ``tan``
+(and the CCN paper's competitors ``dihn``, ``dian`` in :mod:`ctrcore.trigger_backbones`).
 
 One class, :class:`Backbone`, configured by name; all variants use the same embedding code
 (one ``IdEmbedding`` table per vocabulary, shared by target / trigger / sequences / context).
@@ -44,7 +45,7 @@ import tf_keras as keras
 from ctrcore import layers as L
 from ctrcore.schema import FeatureSpec
 
-BACKBONES = ("wide_deep", "deepfm", "din", "sim", "tan_base", "tan_notsi", "tan")
+BACKBONES = ("wide_deep", "deepfm", "din", "sim", "tan_base", "tan_notsi", "tan", "dihn", "dian")
 CATEGORY_SIDE = "category_id"
 
 # name -> which parts are on
@@ -58,6 +59,11 @@ _KINDS = {
     "tan_notsi": dict(trigger=True, short="mhta", long=("target",), cm=True, head="mlp"),
     "tan": dict(trigger=True, short="mhta", short_trigger=True, long=("target", "trigger"), cm=True,
                 head="mlp"),
+    # the CCN paper's trigger-based competitors (ctrcore.trigger_backbones: own apply(); these
+    # entries only say which shared modules Backbone.__init__ creates and which inputs they read)
+    "dihn": dict(trigger=True, short="self_attention", long=("trigger",), cm=False, head="mlp"),
+    "dian": dict(trigger=True, short="mhta", short_trigger=True, long=("target", "trigger"), cm=False,
+                 head="mlp"),
 }
 
 
@@ -318,5 +324,10 @@ def build_backbone(name: str, spec: FeatureSpec, **hparams) -> Backbone:
     heads=4, l2_emb=0.0 (l2 on the looked-up embedding rows, reported as the ``emb_l2`` output),
     l2_dense=0.0 (kernel l2 of the MLPs, in ``layer.losses``), cm_dim=16 (1 = scalar s),
     cm_units=(64,), batch_norm=False, din_units=(80, 40), din_softmax=False, wide_buckets=65536,
-    use_trigger (W&D / DeepFM only: add trigger ids / cross; default False), activation="relu"."""
+    use_trigger (W&D / DeepFM only: add trigger ids / cross; default False), activation="relu".
+    ``dihn`` / ``dian`` are the subclasses of :mod:`ctrcore.trigger_backbones`."""
+    if name in ("dihn", "dian"):
+        from ctrcore.trigger_backbones import TRIGGER_BACKBONES
+
+        return TRIGGER_BACKBONES[name](spec, **hparams)
     return Backbone(spec, name, **hparams)

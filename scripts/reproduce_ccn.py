@@ -30,7 +30,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("wide_deep", "din", "sim", "tan_base", "tan", "ccn_notsi", "ccn_no_attraction",
+MODELS = ("wide_deep", "din", "sim", "dihn", "dian", "tan_base", "tan", "ccn_notsi", "ccn_no_attraction",
           "ccn_no_repulsion", "ccn")
 PRIORITY = ("tan", "ccn")  # the comparison that must hold on the synthetic data comes first
 

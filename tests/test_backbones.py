@@ -38,8 +38,9 @@ def test_output_keys_and_shapes(fake, built, name):
     assert out["latent"].shape == [16, 8]
     assert out["target_emb"].shape == [16, di]
     assert out["user_emb"].shape == [16, 8 * 2]  # user_id + gender
-    assert ("trigger_emb" in out) == name.startswith("tan")
-    if name.startswith("tan"):
+    assert ("trigger_emb" in out) == (name.startswith("tan") or name in ("dihn", "dian")) == bb.trigger_aware
+    assert ("intent_logit" in out) == (name in ("dihn", "dian"))
+    if bb.trigger_aware:
         assert out["trigger_emb"].shape == [16, di]
     assert ("s_target" in out) == (name in ("tan", "tan_notsi")) == bb.has_collaborative_module
     if bb.has_collaborative_module:

@@ -29,6 +29,7 @@ CASES = {
     "ccn": ("ccn", [], ["ccn.aux"]),
     "tan": ("tan", [], []),
     "din_aqcl": ("din", ["aqcl"], ["aqcl.aux"]),
+    "dian": ("dian", [], ["ccn.baselines"]),  # intent net in the serving graph, intent loss not
 }
 FORBIDDEN = ("context_", "label", "codebook", "projector", "codes", "aqcl", "ccn", "adagrad",
              "accumulator", "optimizer", "iteration", "true_positives", "ranking")
