@@ -138,6 +138,7 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
                         for k in ("train_seconds", "wall_seconds", "steps", "examples_per_second",
                                   "median_steady_examples_per_second")}
         g["best_epoch"] = mean_std([m.get("best_epoch") for m in ms])
+        g["best_val_auc"] = mean_std([m.get("best_val_auc") for m in ms])
         g["commands"] = sorted({r["record"].get("run_info", {}).get("command", "") for r in rs} - {""})
         g["data"] = sorted({json.dumps({k: (m.get("data") or {}).get(k) for k in
                                         ("source", "stats_sha256", "feature_spec_sha256")}, sort_keys=True)
@@ -259,7 +260,7 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
             L.append("| " + " | ".join(cells) + " |")
     else:
         hdr = ["Model", "n", "AUC", "AUC trimmed", "RelaImpr", "> base", "GAUC", "page AUC", "LogLoss"] + \
-              [f"{grp.replace('_', '-')} AUC" for grp in GROUPS] + ["best epoch", "train time", "ex/s"]
+              [f"{grp.replace('_', '-')} AUC" for grp in GROUPS] + ["best epoch", "best val AUC", "train time", "ex/s"]
         L += ["| " + " | ".join(hdr) + " |", "|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|"]
         for key, label in rows + extra:
             g = row_cells(key, label)
@@ -276,7 +277,7 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
                      "-" if not pv or not pv["n"] or key == g.get("relaimpr_base") else f"{pv['wins']}/{pv['n']}",
                      fmt_ms(g["gauc"]), fmt_ms(g["page_auc"]), fmt_ms(g["logloss"])] + \
                     [fmt_ms(g["groups"][grp]["auc"]) for grp in GROUPS] + \
-                    [fmt_ms(g["best_epoch"], 1), fmt_time(g["runtime"]["train_seconds"]),
+                    [fmt_ms(g["best_epoch"], 1), fmt_ms(g["best_val_auc"]), fmt_time(g["runtime"]["train_seconds"]),
                      "-" if eps["mean"] is None else f"{eps['mean']:.0f}"]
             L.append("| " + " | ".join(cells) + " |")
     L += ["", "RelaImpr bases: " + (", ".join(sorted({f"`{k}` vs `{g['relaimpr_base']}`" for k, g in agg.items()

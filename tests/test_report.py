@@ -20,7 +20,7 @@ def _run(root, key, seed, auc, groups=(0.6, 0.7, 0.8), gauc=0.65, evaluated=True
     if evaluated:
         m = {"auc": auc, "gauc": gauc, "page_auc": auc - 0.05, "logloss": 0.6, "n": 100,
              "run_key": key, "model": model, "seed": seed, "split": "test", "data_dir": "out/x",
-             "data": data, "best_epoch": 2,
+             "data": data, "best_epoch": 2, "best_val_auc": auc + 0.01,
              "groups": {g: {"auc": a, "gauc": a, "n": 10} for g, a in zip(M.GROUP_NAMES, groups)}}
         with open(os.path.join(d, "metrics.json"), "w") as fh:
             json.dump(m, fh)
@@ -53,6 +53,7 @@ def test_aggregate_mean_std_relaimpr_and_order(tmp_path):
     assert g["tan"]["relaimpr"]["auc"] == pytest.approx(0.0)
     assert g["ccn"]["runtime"]["train_seconds"]["mean"] == pytest.approx(10.5)
     # the CCN paper's protocol (drop best and worst) and the paired per-seed comparison
+    assert g["tan"]["best_val_auc"]["mean"] == pytest.approx(0.73)
     assert g["tan"]["auc_trimmed"] == pytest.approx(0.72) and g["ccn"]["auc_trimmed"] is None
     assert g["ccn"]["paired_vs_base"] == {"seeds": [0, 1], "n": 2, "wins": 2}
     assert g["din"]["paired_vs_base"] == {"seeds": [0], "n": 1, "wins": 0}
