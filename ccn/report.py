@@ -61,7 +61,7 @@ def _read(path: str):
         return json.load(fh)
 
 
-def find_runs(runs_glob: str, split: str = "test") -> Tuple[List[Dict[str, Any]], List[str]]:
+def find_runs(runs_glob: str, split: str = "test", group_by: str = "run_key") -> Tuple[List[Dict[str, Any]], List[str]]:
     """Every run dir matched by ``runs_glob`` (comma-separated globs allowed).
 
     Returns ``(runs, skipped)``: each run ``{dir, key, seed, metrics, config, history}``; skipped
@@ -82,6 +82,8 @@ def find_runs(runs_glob: str, split: str = "test") -> Tuple[List[Dict[str, Any]]
         hist_path = os.path.join(d, "history.json")
         hist = _read(hist_path) if os.path.exists(hist_path) else {}
         key = m.get("run_key") or rec.get("run_info", {}).get("run_key") or m.get("model", "?")
+        if group_by == "dir":  # sweeps: one row per configuration directory (RUNS/<config>/seed<k>)
+            key = os.path.basename(os.path.dirname(os.path.normpath(d)))
         seed = m.get("seed", rec.get("seed"))
         runs.append({"dir": d, "key": key, "seed": seed, "metrics": m, "record": rec, "history": hist})
     return runs, skipped
@@ -296,10 +298,13 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
 
 
 def build_report(runs_glob: str, layout: str = "ccn", base: Optional[str] = None, split: str = "test",
-                 title: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
+                 title: Optional[str] = None, group_by: str = "run_key") -> Tuple[str, Dict[str, Any]]:
+    """``group_by="dir"``: one row per configuration directory (sweeps whose runs share a run key)."""
     if layout not in LAYOUTS and layout != "all":
         raise ValueError(f"unknown --layout={layout!r}; choose one of {sorted(LAYOUTS) + ['all']}")
-    runs, skipped = find_runs(runs_glob, split)
+    if group_by not in ("run_key", "dir"):
+        raise ValueError(f"unknown group_by={group_by!r} (run_key | dir)")
+    runs, skipped = find_runs(runs_glob, split, group_by)
     if not runs:
         raise FileNotFoundError(f"no evaluated runs match {runs_glob!r} ({len(skipped)} without metrics)")
     agg = aggregate(runs)
@@ -326,6 +331,8 @@ def _define_flags():
     flags.DEFINE_string("json", None, "Also write the aggregated numbers as JSON here.")
     flags.DEFINE_string("split", "test", "Which evaluation to read (test -> metrics.json).")
     flags.DEFINE_string("title", None, "Title of the Markdown report.")
+    flags.DEFINE_enum("group_by", "run_key", ["run_key", "dir"], "Rows: one per run key (model + aux "
+                      "losses), or one per configuration directory RUNS/<config>/seed<k> (sweeps).")
 
 
 def main(argv):
@@ -335,7 +342,8 @@ def main(argv):
         print("ccn.report: --runs_glob is required", file=sys.stderr)
         sys.exit(2)
     try:
-        md, data = build_report(FLAGS.runs_glob, FLAGS.layout, FLAGS.base, FLAGS.split, FLAGS.title)
+        md, data = build_report(FLAGS.runs_glob, FLAGS.layout, FLAGS.base, FLAGS.split, FLAGS.title,
+                                FLAGS.group_by)
     except (FileNotFoundError, ValueError) as e:
         print(f"ccn.report: {e}", file=sys.stderr)
         sys.exit(2)

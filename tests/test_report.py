@@ -97,6 +97,21 @@ def test_trimmed_mean_drops_one_best_and_one_worst():
     assert report.trimmed_mean([0.7, 0.8]) is None and report.trimmed_mean([None, 0.7, 0.8]) is None
 
 
+def test_group_by_directory_for_sweeps(tmp_path):
+    root = str(tmp_path)
+    for w, auc in (("w0.01", 0.70), ("w0.1", 0.74)):  # RUNS/<config>/seed0, same run key
+        _run(root, "din+aqcl", 0, auc)
+        os.rename(os.path.join(root, "din+aqcl"), os.path.join(root, w))
+    glob_ = os.path.join(root, "*", "seed*")
+    _, by_key = report.build_report(glob_, layout="all")
+    assert list(by_key["groups"]) == ["din+aqcl"] and by_key["groups"]["din+aqcl"]["n_seeds"] == 2
+    md, by_dir = report.build_report(glob_, layout="all", group_by="dir")
+    assert by_dir["groups"]["w0.01"]["auc"]["mean"] == pytest.approx(0.70)
+    assert by_dir["groups"]["w0.1"]["best_val_auc"]["mean"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="group_by"):
+        report.build_report(glob_, group_by="nope")
+
+
 def test_no_runs_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         report.build_report(os.path.join(str(tmp_path), "*"))
