@@ -59,13 +59,14 @@ def worker(a) -> dict:
     spec = schema.load_spec(a.data_dir)
     load0 = load_average()
     out = {"batch_size": a.batch_size, "load_average_start": load0}
-    names = None
+    names, model = None, None
     if a.model:
         from ccn import models
         from benchmarks.train import make_config
 
         cfg = make_config(a.data_dir, a.model, a.aux)
-        names = models.model_factory(cfg)(spec, schema.load_stats(a.data_dir)).train_feature_names()
+        model = models.model_factory(cfg)(spec, schema.load_stats(a.data_dir))
+        names = model.train_feature_names()
     out.update(model=a.model, aux=a.aux, features=names,
                values_per_example={"model": _values(spec, names), "all": _values(spec, None)})
     ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
@@ -81,6 +82,16 @@ def worker(a) -> dict:
                            features=names, cache=True)
     out["parse_cached_records"] = _time(ds, a.batches, a.batch_size,
                                         warmup=-(-n_train // a.batch_size) + 2)
+    # --in_memory_train_input: the split parsed and looked up once (timed), then every batch is a
+    # gather from a fresh permutation of all rows
+    if model is not None:
+        t0 = time.perf_counter()
+        cols = data.load_columns(a.data_dir, "train", spec=spec, features=names, map_fn=model.backbone.lookup)
+        load_s = time.perf_counter() - t0
+        out["in_memory"] = _time(data.in_memory_dataset(cols, a.batch_size, seed=0), a.batches, a.batch_size)
+        out["in_memory"].update(load_seconds=load_s, megabytes=sum(v.nbytes for v in cols.values()) / 2 ** 20,
+                                rows=int(len(next(iter(cols.values())))))
+        del cols
     # the floor of the uncached pipeline: reading + GZIP decompression alone, no parse
     raw = (tf.data.TFRecordDataset(data.list_shards(a.data_dir, "train"), compression_type="GZIP",
                                    buffer_size=1 << 20).repeat().batch(a.batch_size))
@@ -114,6 +125,7 @@ def run(a) -> dict:
         print(f"input (every spec feature, {r['values_per_example']['all']} values/example): "
               f"{r['parse_all_features']['examples_per_second']:9.0f} ex/s", flush=True)
     for key, what in (("parse_cached_records", "cached serialized records (--cache_train_input), epochs 2+"),
+                      ("in_memory", "parsed + looked-up columns in memory (--in_memory_train_input)"),
                       ("read_gunzip_only", "read + GZIP only, no parse (floor of the uncached input)")):
         if key in r:
             print(f"input ({what}): {r[key]['examples_per_second']:9.0f} ex/s, "
@@ -126,6 +138,13 @@ def run(a) -> dict:
         r["headroom"] = eps / a.train_eps
         print(f"input headroom = {eps:.0f} / {a.train_eps:.0f} = {r['headroom']:.1f}x "
               f"({'OK' if r['headroom'] >= 10 else 'BELOW'} target 10x)", flush=True)
+        if "in_memory" in r:
+            im = r["in_memory"]["examples_per_second"]
+            r["headroom_in_memory"] = im / a.train_eps
+            print(f"input headroom with --in_memory_train_input = {im:.0f} / {a.train_eps:.0f} = "
+                  f"{r['headroom_in_memory']:.1f}x ({'OK' if r['headroom_in_memory'] >= 10 else 'BELOW'} "
+                  f"target 10x; {r['in_memory']['megabytes']:.0f} MB, loaded in "
+                  f"{r['in_memory']['load_seconds']:.1f}s)", flush=True)
     return r
 
 

@@ -90,6 +90,8 @@ def main(argv: Optional[List[str]] = None):
         res["input_headroom"] = ir.get("headroom")
         if fastest[1] and "parse_cached_records" in ir:
             res["input_headroom_cached"] = ir["parse_cached_records"]["examples_per_second"] / fastest[1]
+        if fastest[1] and "in_memory" in ir:
+            res["input_headroom_in_memory"] = ir["in_memory"]["examples_per_second"] / fastest[1]
         res["input_headroom_cpu"] = ir.get("headroom_cpu")
         res["details"]["input"] = ir
         save()
@@ -123,7 +125,8 @@ def main(argv: Optional[List[str]] = None):
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save()
     print(f"wrote {a.out}")
-    summary = {k: res.get(k) for k in ("aux_overhead", "aux_overhead_cpu", "input_headroom", "vs_peer_din",
+    summary = {k: res.get(k) for k in ("aux_overhead", "aux_overhead_cpu", "input_headroom",
+                                       "input_headroom_in_memory", "vs_peer_din",
                                        "matmul_fraction", "train_examples_per_second", "load_average")}
     print(json.dumps(summary, indent=1, default=str))
 

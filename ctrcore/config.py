@@ -84,6 +84,12 @@ class TrainConfig:
                                          "after the first epoch (later epochs skip reading and GZIP "
                                          "decompression; still reshuffled every epoch). Needs RAM "
                                          "~ the uncompressed train split.")
+    in_memory_train_input: bool = _f(False, "Parse (and, with --lookup_in_input, look up) the "
+                                             "whole training split once, keep its columns in memory "
+                                             "and gather each batch from a fresh permutation of all "
+                                             "rows every epoch: no reading, GZIP or parsing after the "
+                                             "start. RAM: rows x parsed values x 4 bytes (the log "
+                                             "says how much). Not with parameter_server.")
     lookup_in_input: bool = _f(True, "Run the string -> id lookups of the training batches in the "
                                      "tf.data pipeline (parallel to the train step, as preprocessing "
                                      "layers are meant to be used) instead of inside the step; "
@@ -161,6 +167,12 @@ class TrainConfig:
                         "does not support: use --optimizer=adagrad|adam or --mixed_precision=mixed_bfloat16")
         if self.mixed_precision not in MIXED_PRECISION:
             errs.append(f"--mixed_precision={self.mixed_precision!r} unknown; choose one of {MIXED_PRECISION}")
+        if self.in_memory_train_input and self.distribution == "parameter_server":
+            errs.append("--in_memory_train_input is not supported with --distribution=parameter_server "
+                        "(each worker builds its own input there)")
+        if self.in_memory_train_input and self.cache_train_input:
+            errs.append("--in_memory_train_input and --cache_train_input exclude each other (the first "
+                        "already holds the parsed split in memory)")
         if self.backup_every_steps < 0 or self.early_stopping_patience < 0:
             errs.append("--backup_every_steps and --early_stopping_patience must be >= 0")
         if bool(self.export_base) != bool(self.model_name):

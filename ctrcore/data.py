@@ -9,8 +9,9 @@ from the dict by name).
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from ctrcore import schema
@@ -116,4 +117,57 @@ def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[F
     opts = tf.data.Options()
     opts.deterministic = deterministic
     ds = ds.with_options(opts)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_columns(data_dir: str, split: str, *, spec: Optional[FeatureSpec] = None,
+                 features: Optional[Sequence[str]] = None, map_fn: Optional[Callable] = None,
+                 batch_size: int = 8192) -> Dict[str, np.ndarray]:
+    """Every example of ``split`` (file order), parsed (only ``features`` when given) and mapped by
+    ``map_fn`` (e.g. ``Backbone.lookup``: string ids -> int32), as one numpy array per feature
+    (``[N] + shape``)."""
+    ds = make_dataset(data_dir, split, batch_size, spec=spec, shuffle=False, deterministic=True,
+                      features=features)
+    if map_fn is not None:
+        ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    parts: Dict[str, list] = {}
+    for batch in ds:
+        for k, v in batch.items():
+            parts.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def in_memory_dataset(columns: Dict[str, np.ndarray], batch_size: int, *, seed: int = 0,
+                      repeat: bool = True, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Shuffled batches gathered from in-memory ``columns`` (:func:`load_columns`).
+
+    Pass ``e`` uses the permutation ``argsort(stateless_uniform([N], seed=(seed, e)))`` of all N
+    rows (a full shuffle, not a buffer one; reproducible from ``seed``, different every pass),
+    cut into batches of ``batch_size``; a batch is one ``tf.gather`` per feature. The
+    permutation is made once per pass as one tensor, so no per-example work is left in the
+    input. With ``repeat`` (training) every batch is full: each pass leaves out its last
+    ``N mod batch_size`` rows of the permutation (different rows every pass).
+    """
+    if not columns:
+        raise ValueError("in_memory_dataset: no columns")
+    sizes = {k: len(v) for k, v in columns.items()}
+    n = next(iter(sizes.values()))
+    if len(set(sizes.values())) != 1 or n == 0:
+        raise ValueError(f"in_memory_dataset: columns must have the same, non-zero length, got {sizes}")
+    full = drop_remainder or repeat
+    if full and n < batch_size:
+        raise ValueError(f"in_memory_dataset: {n} rows < batch_size {batch_size} with full batches")
+    cols = {k: tf.constant(v) for k, v in columns.items()}
+    nb = n // batch_size
+
+    def one_pass(e):
+        perm = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), e])))
+        if full:
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:nb * batch_size], [nb, batch_size]))
+        return tf.data.Dataset.from_tensor_slices(perm).batch(batch_size)
+
+    passes = tf.data.Dataset.range(1 << 62) if repeat else tf.data.Dataset.range(1)
+    ds = passes.flat_map(one_pass)
+    ds = ds.map(lambda i: {k: tf.gather(c, i) for k, c in cols.items()},
+                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

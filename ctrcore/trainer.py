@@ -48,7 +48,7 @@ import tf_keras as keras
 from ctrcore import metrics as metrics_lib
 from ctrcore import schema
 from ctrcore.config import ConfigError, TrainConfig
-from ctrcore.data import make_dataset
+from ctrcore.data import in_memory_dataset, load_columns, make_dataset
 
 log = logging.getLogger("ctrcore.trainer")
 
@@ -549,11 +549,19 @@ def make_train_input(cfg: TrainConfig, spec, model):
                                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
                                      features=train_names).shard(
                 ctx.num_input_pipelines, ctx.input_pipeline_id))
+    lookup = getattr(getattr(model, "backbone", None), "lookup", None)
+    if cfg.in_memory_train_input:
+        t0 = time.time()
+        cols = load_columns(cfg.data_dir, cfg.train_split, spec=spec, features=train_names,
+                            map_fn=lookup if cfg.lookup_in_input else None)
+        log.info("in-memory training input: %d rows x %d features, %.1f MB, loaded in %.1fs",
+                 len(next(iter(cols.values()))), len(cols), sum(v.nbytes for v in cols.values()) / 2 ** 20,
+                 time.time() - t0)
+        return in_memory_dataset(cols, cfg.batch_size, seed=cfg.seed)
     ds = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec, shuffle=True,
                       repeat=True, deterministic=cfg.deterministic, seed=cfg.seed,
                       shuffle_buffer=cfg.shuffle_buffer, features=train_names,
                       cache=cfg.cache_train_input)
-    lookup = getattr(getattr(model, "backbone", None), "lookup", None)
     if cfg.lookup_in_input and lookup is not None:
         # string -> int32 ids on the input threads, overlapping the step; the step's own lookup
         # is then a no-op cast (Backbone.lookup is idempotent on ints)

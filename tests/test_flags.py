@@ -97,6 +97,9 @@ BASE = ["--data_dir=/nonexistent", "--model_dir=/tmp/x"]
     (["--model=din", "--aux_losses=aqcl", "--aqcl_top_k=200"], "--aqcl_top_k"),
     (["--model=din", "--aux_losses=aqcl", "--aqcl_const_alpha=2"], "--aqcl_const_alpha"),
     (["--ccn_tau=0"], "--ccn_tau"),
+    (["--in_memory_train_input", "--cache_train_input"], "exclude each other"),
+    (["--model=din", "--aux_losses=intent"], "intent network"),
+    (["--model=dihn", "--intent_weight=-1"], "--intent_weight"),
 ])
 def test_inconsistent_flags_fail(args, message, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)

@@ -94,6 +94,14 @@ def test_every_model_trains_and_evaluates(data, tmp_path, model, aux, optimizer)
         assert aux_terms, f"no aux loss term reported: {train_terms}"
 
 
+def test_in_memory_train_input_trains_and_evaluates(data, tmp_path):
+    cfg = _cfg(data, str(tmp_path / "run"), model="ccn", in_memory_train_input=True, train_steps=3)
+    s = T.run(cfg, _lp(), argv=[])
+    assert np.isfinite(s["metrics"]["auc"]) and s["metrics"]["n"] > 0
+    h = json.load(open(os.path.join(str(tmp_path / "run"), "history.json")))
+    assert h["runtime"]["steps"] == 3 and any(k.startswith("ccn") for k in h["epochs"][0]["train"])
+
+
 def _tags(event_dir):
     import tensorflow as tf
     from tensorflow.core.util import event_pb2
@@ -283,14 +291,15 @@ def test_report_over_fake_runs(two_runs, tmp_path):
     assert "SIM (`sim`) | 0 | not run" in md
 
 
-@pytest.mark.parametrize("lookup_in_input,cache", [(True, True), (False, False)])
-def test_make_train_input_subset_lookup_and_cache(data, tmp_path, lookup_in_input, cache):
+@pytest.mark.parametrize("lookup_in_input,cache,in_memory", [(True, True, False), (False, False, False),
+                                                               (True, False, True)])
+def test_make_train_input_subset_lookup_and_cache(data, tmp_path, lookup_in_input, cache, in_memory):
     import tensorflow as tf
 
     from ctrcore import schema, trainer
 
     cfg = _cfg(data, str(tmp_path / "m"), model="din", lookup_in_input=lookup_in_input,
-               cache_train_input=cache, batch_size=32)
+               cache_train_input=cache, in_memory_train_input=in_memory, batch_size=32)
     spec, stats = schema.load_spec(data), schema.load_stats(data)
     model = models.model_factory(cfg)(spec, stats)
     ds = trainer.make_train_input(cfg, spec, model)
