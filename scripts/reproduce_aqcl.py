@@ -126,6 +126,14 @@ def _mean_std(xs: List[float]):
     return m, sd
 
 
+def paired_wins(r: dict, base: dict) -> dict:
+    """On how many of the seeds both rows have run the row's AUC beats the base's (same seed)."""
+    a = dict(zip(r["seeds"], r["auc_per_seed"]))
+    b = dict(zip(base["seeds"], base["auc_per_seed"]))
+    common = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None)
+    return {"wins": sum(a[s] > b[s] for s in common), "n": len(common)}
+
+
 def collect(runs_dir: str) -> Dict[str, dict]:
     """Aggregate ``RUNS_DIR/<name>/seed*/metrics.json`` per model name."""
     out: Dict[str, dict] = {}
@@ -182,6 +190,7 @@ def collect(runs_dir: str) -> Dict[str, dict]:
     base = out.get("din")
     for name, r in out.items():
         if base:
+            r["wins_vs_din"] = paired_wins(r, base)
             r["relaimpr"] = relaimpr(r["auc_mean"], base["auc_mean"])
             for g in GROUPS:
                 r["groups"][g]["relaimpr"] = relaimpr(r["groups"][g]["auc_mean"],
@@ -191,6 +200,7 @@ def collect(runs_dir: str) -> Dict[str, dict]:
     for bb in ("wide_deep", "deepfm", "din"):  # Table 3: AQCL_X against its own backbone X
         r, b = out.get(f"{bb}_aqcl"), out.get(bb)
         if r and b:
+            r["wins_vs_backbone"] = paired_wins(r, b)
             r["relaimpr_vs_backbone"] = relaimpr(r["auc_mean"], b["auc_mean"])
             r["groups_relaimpr_vs_backbone"] = {g: relaimpr(r["groups"][g]["auc_mean"], b["groups"][g]["auc_mean"])
                                                 for g in GROUPS}
@@ -209,7 +219,8 @@ def markdown(res: Dict[str, dict], meta: dict) -> str:
     L = ["# AQCL reproduction on Amazon Beauty", "",
          f"Generated {meta['generated']} by `scripts/reproduce_aqcl.py` from the runs' `metrics.json` "
          f"(test split) under `{meta['runs_dir']}`. AUC = mean over the seeds listed (± sample std); "
-         "RelaImpr (AQCL Eq. 9) is computed from the mean AUCs against DIN. Activeness groups: "
+         "RelaImpr (AQCL Eq. 9) is computed from the mean AUCs against DIN; > base: on how many of the seeds both "
+         "rows have run the row's AUC beats its base's of the same seed. Activeness groups: "
          f"history length thresholds {meta.get('activeness_thresholds')} from stats.json.", ""]
     if meta.get("alpha"):
         L.append(f"AQCL alpha = exp(-w1 (L/L_bar)^w2) with w1={meta['alpha']['w1']:.4g}, "
@@ -229,17 +240,20 @@ def markdown(res: Dict[str, dict], meta: dict) -> str:
         if own_backbone:
             L.extend(["RelaImpr of each AQCL row against its own backbone (AQCL_W&D vs W&D, AQCL_DeepFM "
                       "vs DeepFM, AQCL vs DIN); the backbone rows are the bases.", ""])
-        L.append("| Model | seeds | AUC | RelaImpr | Non-active AUC | RelaImpr | Slightly-active AUC | "
+        L.append("| Model | seeds | AUC | RelaImpr | > base | Non-active AUC | RelaImpr | Slightly-active AUC | "
                  "RelaImpr | Highly-active AUC | RelaImpr | best epoch | train time |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in rows:
             r = res[n]
             if own_backbone:
                 ri = r.get("relaimpr_vs_backbone")
                 gri = r.get("groups_relaimpr_vs_backbone") or {}
+                w = r.get("wins_vs_backbone")
             else:
                 ri, gri = r.get("relaimpr"), {g: r["groups"][g].get("relaimpr") for g in GROUPS}
-            cells = [r["display"], str(r["n_seeds"]), f"{_f(r['auc_mean'])} ± {_f(r['auc_std'])}", _p(ri)]
+                w = r.get("wins_vs_din") if n != "din" else None
+            cells = [r["display"], str(r["n_seeds"]), f"{_f(r['auc_mean'])} ± {_f(r['auc_std'])}", _p(ri),
+                     f"{w['wins']}/{w['n']}" if w else "-"]
             for g in GROUPS:
                 cells += [_f(r["groups"][g]["auc_mean"]), _p(gri.get(g))]
             cells += [_f(r.get("best_epoch_mean"), 1),

@@ -40,6 +40,8 @@ def test_tables_relaimpr_against_din_and_own_backbone(tmp_path):
     assert res["wide_deep_aqcl"]["groups_relaimpr_vs_backbone"]["highly_active"] == pytest.approx(
         M.relaimpr(0.72, 0.70))
     assert res["din_aqcl"]["train_seconds_mean"] == pytest.approx(100.5)
+    assert res["din_aqcl"]["wins_vs_din"] == {"wins": 2, "n": 2}
+    assert res["wide_deep_aqcl"]["wins_vs_backbone"] == {"wins": 1, "n": 1}
     assert "relaimpr_vs_backbone" not in res["wide_deep"]
 
     prefix = str(tmp_path / "out" / "aqcl")
@@ -47,11 +49,12 @@ def test_tables_relaimpr_against_din_and_own_backbone(tmp_path):
     md = open(prefix + ".md").read()
     t2, t3 = md.split("## Table 3")[0], md.split("## Table 3")[1].split("## Fig. 5")[0]
     # Table 2: W&D's AQCL row is not in it; AQCL against DIN
-    assert "| AQCL | 2 | 0.7400 ± 0.0141 | " + f"{M.relaimpr(0.74, 0.71):+.2f}%" in t2
+    assert "| AQCL | 2 | 0.7400 ± 0.0141 | " + f"{M.relaimpr(0.74, 0.71):+.2f}% | 2/2 |" in t2
     # Table 3: AQCL_W&D against W&D (overall and non-active), the base row has '-'
     row = [l for l in t3.splitlines() if l.startswith("| AQCL_W&D |")][0]
     assert f"{M.relaimpr(0.68, 0.66):+.2f}%" in row and f"{M.relaimpr(0.64, 0.62):+.2f}%" in row
     assert [l for l in t3.splitlines() if l.startswith("| W&D |")][0].split("|")[4].strip() == "-"
+    assert "| 1/1 |" in row
     assert "| 2.0 | 100s |" in t3
     assert "`python scripts/reproduce_aqcl.py --seeds_table2=1`" in md
     assert "--flagfile=configs/din_aqcl_beauty.flags --seed=S" in md
