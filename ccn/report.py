@@ -227,6 +227,16 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
          "* train time: training seconds (validation excluded) summed over a run's sessions, mean over "
          "seeds; ex/s: median over epochs of the training throughput without each epoch's first "
          "step (tracing), mean over seeds"]
+    for d in data:  # the dataset's size, from its stats.json (when it is still there)
+        sp = os.path.join(d, "stats.json")
+        if os.path.exists(sp):
+            st = _read(sp)
+            ex, pg = st.get("examples") or {}, st.get("pages") or {}
+            L.append(f"* `{d}`: examples train / valid / test {ex.get('train')} / {ex.get('valid')} / "
+                     f"{ex.get('test')}; pages {pg.get('train')} / {pg.get('valid')} / {pg.get('test')}; "
+                     f"users {st.get('users')}; vocabularies {st.get('vocab_sizes')}; clicked per page "
+                     f"{st.get('avg_clicked_per_page')}; P_S+ {st.get('p_s_plus')}; input rows "
+                     f"{st.get('rows_read')}, dead-lettered {st.get('rows_dead_letter')}")
     if len(digests) > 1:
         L.append(f"* **warning: the runs use {len(digests)} different datasets (stats digests "
                  f"{digests}); rows are not comparable**")
