@@ -34,7 +34,7 @@ import time
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL_MODELS = ("wide_deep", "deepfm", "din", "sim", "tan_base", "tan", "ccn_notsi",
+ALL_MODELS = ("wide_deep", "deepfm", "din", "sim", "dihn", "dian", "tan_base", "tan", "ccn_notsi",
               "ccn_no_attraction", "ccn_no_repulsion", "ccn")
 #: (run key, model, aux_losses): every model + the aux-loss variants of the overhead ratios
 EXTRA = (("din+aqcl", "din", "aqcl"), ("ccn+aqcl", "ccn", "aqcl"))
