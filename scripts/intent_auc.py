@@ -67,8 +67,11 @@ def main(argv=None) -> int:
         per_run.append(rec)
         by_model.setdefault(rec["model"], []).append(rec["intent_auc"])
         print(json.dumps(rec), flush=True)
-    summary = {m: {"n_runs": len(v), "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None}
-               for m, v in by_model.items() if all(x is not None for x in v)}
+    summary = {}
+    for m, v in by_model.items():
+        ok = [x for x in v if x is not None]  # None: the split has one intent class only (AUC undefined)
+        summary[m] = {"n_runs": len(v), "n_defined": len(ok), "mean": float(np.mean(ok)) if ok else None,
+                      "std": float(np.std(ok, ddof=1)) if len(ok) > 1 else None}
     meta = {"command": "python scripts/intent_auc.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "generated": time.strftime("%Y-%m-%d %H:%M"), "split": a.split}
     with open(a.output + ".json", "w") as fh:
@@ -81,8 +84,13 @@ def main(argv=None) -> int:
              "| Model | runs | intent AUC | intent rate |", "|---|---:|---:|---:|"]
     for m, s in sorted(summary.items()):
         rate = np.mean([r["intent_rate"] for r in per_run if r["model"] == m])
-        sd = "" if s["std"] is None else f" ± {s['std']:.4f}"
-        lines.append(f"| {m} | {s['n_runs']} | {s['mean']:.4f}{sd} | {rate:.3f} |")
+        if s["mean"] is None:
+            cell = "undefined (one class only)"
+        else:
+            cell = f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
+            if s["n_defined"] < s["n_runs"]:
+                cell += f" ({s['n_defined']} runs defined)"
+        lines.append(f"| {m} | {s['n_runs']} | {cell} | {rate:.3f} |")
     with open(a.output + ".md", "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print(f"wrote {a.output}.json / .md")
