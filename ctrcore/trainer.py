@@ -491,7 +491,13 @@ def _check_resume_config(path: str, new: Dict[str, Any]) -> None:
     for k in sorted(set(old.get("run_info", {})) | set(new.get("run_info", {}))):
         if k in ("command", "argv"):
             continue
-        if old.get("run_info", {}).get(k) != new.get("run_info", {}).get(k):
+        a, b = old.get("run_info", {}).get(k), new.get("run_info", {}).get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            # a parameter that is unset (None) on one side and absent on the other is the same
+            # run: e.g. a loss parameter added by a newer version, left at its None default
+            a = {x: v for x, v in a.items() if v is not None}
+            b = {x: v for x, v in b.items() if v is not None}
+        if a != b:
             diffs.append(f"{k}: {old.get('run_info', {}).get(k)!r} -> {new['run_info'].get(k)!r}")
     od, nd = old.get("data", {}), new["data"]
     for k in ("feature_spec_sha256", "stats_sha256"):

@@ -156,6 +156,25 @@ def test_short_training_learns_and_writes_everything(tmp_path_factory):
                    learning_rate=0.02, emb_dim=8, mlp_units=[32]), _lp(), argv=[])
 
 
+def test_resume_check_tolerates_a_new_unset_parameter(tmp_path):
+    """A run recorded before a loss parameter existed resumes when the new parameter is unset
+    (None), and is refused when it is set or an old one changed."""
+    from ctrcore.trainer import _check_resume_config
+
+    path = str(tmp_path / "train_config.json")
+    data = {"feature_spec_sha256": "a", "stats_sha256": "b"}
+    old = {"config": {"model": "tan"}, "run_info": {"loss_params": {"ccn_tau": 0.5}, "command": "x"}, "data": data}
+    with open(path, "w") as fh:
+        json.dump(old, fh)
+    new = lambda **lp: {"config": {"model": "tan"}, "run_info": {"loss_params": dict({"ccn_tau": 0.5}, **lp),
+                                                                  "command": "y"}, "data": data}
+    _check_resume_config(path, new(intent_weight=None))  # added later, unset: same run
+    with pytest.raises(ConfigError, match="loss_params"):
+        _check_resume_config(path, new(intent_weight=0.3))
+    with pytest.raises(ConfigError, match="loss_params"):
+        _check_resume_config(path, new(ccn_tau=0.7))
+
+
 def test_resume_after_interruption_continues_from_backup(data, tmp_path):
     from ctrcore.trainer import InterruptAfterSteps
     _skip_if_missing("din")
