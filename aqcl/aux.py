@@ -159,15 +159,21 @@ class AQCLLoss(_TwoViewLoss):
     def required_features(self, model):
         return [] if self.const_alpha is not None else [self.history_feature]
 
-    def alpha(self, features):
-        """Per-example alpha [B] (Eq. 6, or the constant)."""
+    def alpha(self, features, batch_size=None):
+        """Per-example alpha [B] (Eq. 6, or the constant). The constant needs no history length
+        (``required_features`` does not ask for it): its shape comes from ``batch_size``."""
+        if self.const_alpha is not None and self.history_feature not in features:
+            if batch_size is None:
+                raise ValueError("a constant alpha without history_length needs batch_size")
+            return aqcl_alpha.constant_alpha(self.const_alpha, tf.zeros([batch_size]))
         return aqcl_alpha.alpha_for_batch(features[self.history_feature], self.l_bar, self.w1,
                                           self.w2, self.const_alpha)
 
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
         z, z_pos = self.views(model, features, outputs, training)
         q = self.codebook.codes
-        l_aqcl = aloss.aqcl_loss(z, z_pos, q, self.alpha(features), self.tau1, self.tau2,
+        alpha = self.alpha(features, tf.shape(outputs["logits"])[0])
+        l_aqcl = aloss.aqcl_loss(z, z_pos, q, alpha, self.tau1, self.tau2,
                                  self.K, negatives=self.negatives)
         l_code = cb.codebook_loss(z, q, self.tau3, self.sinkhorn_iters, self.sinkhorn_epsilon,
                                   reduction=self.codebook_reduction)

@@ -30,6 +30,7 @@ the step and epoch counters, weights and optimizer slots continue from the backu
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -63,7 +64,9 @@ TB_DIR = "tb"
 #: config fields that may change between a run and its resumption
 RESUMABLE_CHANGES = {"model_dir", "epochs", "train_steps", "verbose", "overwrite", "export_base",
                      "model_name", "early_stopping_patience", "eval_split", "eval_batch_size",
-                     "tb_update_freq", "backup_every_steps", "data_dir"}
+                     "tb_update_freq", "backup_every_steps", "data_dir",
+                     # how the input is fed, not what is trained
+                     "cache_train_input", "in_memory_train_input", "lookup_in_input"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,10 +486,18 @@ def _check_resume_config(path: str, new: Dict[str, Any]) -> None:
     if not old:
         return
     diffs = []
+    # a field added by a newer version is absent from an older record: the same run when the new
+    # value is that field's default
+    defaults = TrainConfig.__dataclass_fields__
+    missing = object()
     for k in sorted(set(old.get("config", {})) | set(new["config"])):
         if k in RESUMABLE_CHANGES:
             continue
-        if old.get("config", {}).get(k) != new["config"].get(k):
+        ov, nv = old.get("config", {}).get(k, missing), new["config"].get(k, missing)
+        f = defaults.get(k)
+        if ov is missing and f is not None and f.default is not dataclasses.MISSING and nv == f.default:
+            continue
+        if ov != nv:
             diffs.append(f"{k}: {old.get('config', {}).get(k)!r} -> {new['config'].get(k)!r}")
     for k in sorted(set(old.get("run_info", {})) | set(new.get("run_info", {}))):
         if k in ("command", "argv"):

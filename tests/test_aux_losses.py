@@ -219,6 +219,12 @@ def test_aqcl_value_matches_pure_loss_and_alpha():
     np.testing.assert_allclose(terms["aqcl"].numpy(), 0.1 * ref.numpy(), rtol=1e-5)
     const = _aqcl(const_alpha=0.0)
     np.testing.assert_allclose(const.alpha(f).numpy(), np.zeros(B))
+    # the constant needs no history_length (the trainer does not parse it then): the loss runs
+    assert "history_length" not in (const.required_features(model) or [])
+    no_len = {k: v for k, v in f.items() if k != "history_length"}
+    np.testing.assert_allclose(_aqcl(const_alpha=0.3).alpha(no_len, B).numpy(), np.full(B, 0.3))
+    t = _aqcl(const_alpha=0.3)(model, no_len, model.backbone(no_len), training=False)
+    assert np.isfinite(t["aqcl"].numpy())
 
 
 def test_aqcl_seeds_advance_per_training_step():

@@ -169,6 +169,13 @@ def test_resume_check_tolerates_a_new_unset_parameter(tmp_path):
     new = lambda **lp: {"config": {"model": "tan"}, "run_info": {"loss_params": dict({"ccn_tau": 0.5}, **lp),
                                                                   "command": "y"}, "data": data}
     _check_resume_config(path, new(intent_weight=None))  # added later, unset: same run
+    # a config field added later (absent from the old record) at its default: same run
+    later = new()
+    later["config"] = {"model": "tan", "l2_emb": 0.0}
+    _check_resume_config(path, later)
+    later["config"]["l2_emb"] = 1e-4
+    with pytest.raises(ConfigError, match="l2_emb"):
+        _check_resume_config(path, later)
     with pytest.raises(ConfigError, match="loss_params"):
         _check_resume_config(path, new(intent_weight=0.3))
     with pytest.raises(ConfigError, match="loss_params"):
