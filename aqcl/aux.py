@@ -162,12 +162,10 @@ class AQCLLoss(_TwoViewLoss):
     def alpha(self, features, batch_size=None):
         """Per-example alpha [B] (Eq. 6, or the constant). The constant needs no history length
         (``required_features`` does not ask for it): its shape comes from ``batch_size``."""
-        if self.const_alpha is not None and self.history_feature not in features:
-            if batch_size is None:
-                raise ValueError("a constant alpha without history_length needs batch_size")
-            return aqcl_alpha.constant_alpha(self.const_alpha, tf.zeros([batch_size]))
-        return aqcl_alpha.alpha_for_batch(features[self.history_feature], self.l_bar, self.w1,
-                                          self.w2, self.const_alpha)
+        if self.const_alpha is not None:
+            n = batch_size if batch_size is not None else tf.shape(features[self.history_feature])[0]
+            return aqcl_alpha.constant_alpha(self.const_alpha, tf.zeros([n]))
+        return aqcl_alpha.alpha_of_length(features[self.history_feature], self.l_bar, self.w1, self.w2)
 
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
         z, z_pos = self.views(model, features, outputs, training)

@@ -160,10 +160,7 @@ def add_relaimpr(agg: Dict[str, Dict[str, Any]], base_of) -> None:
             g["relaimpr"] = None
             g["paired_vs_base"] = None
             continue
-        common = sorted(s for s in set(g["auc_per_seed"]) & set(b["auc_per_seed"])
-                        if s is not None and g["auc_per_seed"][s] is not None and b["auc_per_seed"][s] is not None)
-        g["paired_vs_base"] = {"seeds": common, "n": len(common),
-                               "wins": sum(g["auc_per_seed"][s] > b["auc_per_seed"][s] for s in common)}
+        g["paired_vs_base"] = metrics_lib.paired_wins(g["auc_per_seed"], b["auc_per_seed"])
         g["relaimpr"] = {"auc": metrics_lib.relaimpr(g["auc"]["mean"], b["auc"]["mean"]),
                          "gauc": metrics_lib.relaimpr(g["gauc"]["mean"], b["gauc"]["mean"]),
                          "groups": {grp: metrics_lib.relaimpr(g["groups"][grp]["auc"]["mean"],

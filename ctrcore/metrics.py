@@ -140,6 +140,14 @@ def page_auc(labels, scores, page_ids) -> float:
 RELAIMPR_MIN_BASE_LIFT = 0.01
 
 
+def paired_wins(row: dict, base: dict) -> dict:
+    """Per-seed comparison of two rows of runs (``{seed: auc}`` each): on how many of the seeds
+    both have a value the row's AUC is above the base's. ``{"seeds", "n", "wins"}``."""
+    common = sorted(s for s in set(row) & set(base)
+                    if s is not None and row[s] is not None and base[s] is not None)
+    return {"seeds": common, "n": len(common), "wins": int(sum(row[s] > base[s] for s in common))}
+
+
 def relaimpr(auc_value: float, base_auc: float, min_base_lift: float = RELAIMPR_MIN_BASE_LIFT) -> float:
     """AQCL Eq. 9 in percent: ((AUC(target) - 0.5) / (AUC(base) - 0.5) - 1) * 100.
 

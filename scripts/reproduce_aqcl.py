@@ -128,10 +128,11 @@ def _mean_std(xs: List[float]):
 
 def paired_wins(r: dict, base: dict) -> dict:
     """On how many of the seeds both rows have run the row's AUC beats the base's (same seed)."""
-    a = dict(zip(r["seeds"], r["auc_per_seed"]))
-    b = dict(zip(base["seeds"], base["auc_per_seed"]))
-    common = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None)
-    return {"wins": sum(a[s] > b[s] for s in common), "n": len(common)}
+    from ctrcore import metrics as metrics_lib  # imports TensorFlow: only when reporting
+
+    w = metrics_lib.paired_wins(dict(zip(r["seeds"], r["auc_per_seed"])),
+                                dict(zip(base["seeds"], base["auc_per_seed"])))
+    return {"wins": w["wins"], "n": w["n"]}
 
 
 def collect(runs_dir: str) -> Dict[str, dict]:
