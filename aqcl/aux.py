@@ -11,6 +11,12 @@ One train step (Algorithm 1, lines 3-7, in one gradient computation):
 2. Second view: ``mask_history`` on the feature dict (stateless seed) and the backbone again
    with embedding dropout (``emb_dropout``, stateless seed) -> ``latent+``; ``z+ = g(latent+)``.
 3. alpha per example from ``history_length`` and ``mean_history_length`` (Eq. 6).
+
+``view_rows`` (default None: the whole batch, as in the paper) limits steps 2-4 to the first
+``view_rows`` examples of the (shuffled) batch: a random subsample, so the contrastive term is
+the same loss with a smaller contrastive batch, and the second view costs ``view_rows / B`` of a
+backbone pass instead of a whole one. The codebook loss (step 5) keeps the whole batch: its
+input ``sg(z)`` comes from the shared forward pass at no extra cost (docs/method.md 2.8).
 4. L_AQCL with the top-K codewords of the *current* codebook, codebook under stop-gradient.
 5. L_codebook: Sinkhorn assignment of ``sg(z)`` -> one-hot -> cross-entropy; only Q moves.
 
@@ -62,7 +68,8 @@ class _TwoViewLoss(AuxLoss):
 
     def __init__(self, stats=None, weight=0.05, z_dim=64, mask_rate=0.2, emb_dropout=0.1,
                  projector_units=(128, 128), negatives="views", seed=0,
-                 history_groups: Optional[Sequence[Sequence[str]]] = None, **kwargs):
+                 history_groups: Optional[Sequence[Sequence[str]]] = None,
+                 view_rows: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.stats = dict(stats or {})
         self.weight = float(weight)
@@ -72,6 +79,9 @@ class _TwoViewLoss(AuxLoss):
         self.negatives = negatives
         self.base_seed = int(seed)
         self.history_groups = [list(g) for g in history_groups] if history_groups else None
+        if view_rows is not None and int(view_rows) < 2:
+            raise ValueError(f"view_rows must be None or >= 2 (in-batch negatives), got {view_rows}")
+        self.view_rows = None if view_rows is None else int(view_rows)
         self.projector = Projector(z_dim=self.z_dim, hidden_units=projector_units,
                                    name="projector")
         self.step = self.add_weight(name="step", shape=(), dtype=tf.int64, trainable=False,
@@ -92,16 +102,23 @@ class _TwoViewLoss(AuxLoss):
     def required_features(self, model):
         return []  # the second view masks the backbone's own history inputs
 
+    def view_slice(self, x):
+        """The rows of a batch-major tensor that enter the contrastive term (``view_rows``)."""
+        return x if self.view_rows is None else x[:self.view_rows]
+
     def views(self, model, features, outputs, training):
-        """``(z, z_pos)``: projections of the shared forward pass and of the augmented view."""
+        """``(z, z_pos)``: projections of the shared forward pass and of the augmented view,
+        for the first ``view_rows`` examples of the batch (all of them by default)."""
         mask_seed, drop_seed = self.seeds()
         groups = self.history_groups or history_feature_groups(model, features)
+        if self.view_rows is not None:
+            features = {k: self.view_slice(v) for k, v in features.items()}
         aug = augment.mask_history(features, groups, self.mask_rate, mask_seed)
         # training=True for the augmented view only while training (model dropout is part of
         # the augmentation; at evaluation batch-norm statistics must not be updated)
         out_pos = model.backbone(aug, training=training, emb_dropout=self.emb_dropout,
                                  seed=drop_seed)
-        z = self.projector(outputs["latent"])
+        z = self.projector(self.view_slice(outputs["latent"]))
         z_pos = self.projector(out_pos["latent"])
         if training is None:
             training = False
@@ -113,7 +130,8 @@ class _TwoViewLoss(AuxLoss):
         cfg.update(stats=self.stats, weight=self.weight, z_dim=self.z_dim,
                    mask_rate=self.mask_rate, emb_dropout=self.emb_dropout,
                    projector_units=list(self.projector.hidden_units), negatives=self.negatives,
-                   seed=self.base_seed, history_groups=self.history_groups)
+                   seed=self.base_seed, history_groups=self.history_groups,
+                   view_rows=self.view_rows)
         return cfg
 
 
@@ -129,6 +147,7 @@ class AQCLLoss(_TwoViewLoss):
       sinkhorn_iters, sinkhorn_epsilon: Eq. 4 solver (SwAV: 3, 0.05).
       codebook_reduction: "mean" (default) or "sum" over the batch in Eq. 5.
       negatives: "views" or "both" (see :func:`aqcl.losses.icl_loss`). seed: base seed.
+      view_rows: contrastive term on the first ``view_rows`` examples only (module docstring).
     """
 
     def __init__(self, stats=None, weight=0.05, z_dim=64, T=128, K=5, tau1=0.1, tau2=0.1,
@@ -170,10 +189,12 @@ class AQCLLoss(_TwoViewLoss):
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
         z, z_pos = self.views(model, features, outputs, training)
         q = self.codebook.codes
-        alpha = self.alpha(features, tf.shape(outputs["logits"])[0])
+        alpha = self.view_slice(self.alpha(features, tf.shape(outputs["logits"])[0]))
         l_aqcl = aloss.aqcl_loss(z, z_pos, q, alpha, self.tau1, self.tau2,
                                  self.K, negatives=self.negatives)
-        l_code = cb.codebook_loss(z, q, self.tau3, self.sinkhorn_iters, self.sinkhorn_epsilon,
+        # Eq. 5 on the whole batch: sg(z) of every example (no second view needed)
+        z_all = z if self.view_rows is None else self.projector(outputs["latent"])
+        l_code = cb.codebook_loss(z_all, q, self.tau3, self.sinkhorn_iters, self.sinkhorn_epsilon,
                                   reduction=self.codebook_reduction)
         return {"aqcl": self.weight * l_aqcl, "codebook": l_code}
 

@@ -36,10 +36,15 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_MODELS = ("wide_deep", "deepfm", "din", "sim", "dihn", "dian", "tan_base", "tan", "ccn_notsi",
               "ccn_no_attraction", "ccn_no_repulsion", "ccn")
-#: (run key, model, aux_losses): every model + the aux-loss variants of the overhead ratios
-EXTRA = (("din+aqcl", "din", "aqcl"), ("ccn+aqcl", "ccn", "aqcl"))
+#: (run key, model, aux_losses, loss-param overrides): the aux-loss variants of the overhead
+#: ratios; ``_vN`` = AQCL's contrastive term on N rows of the batch (``--aqcl_view_rows``)
+EXTRA = (("din+aqcl", "din", "aqcl", {}), ("ccn+aqcl", "ccn", "aqcl", {}),
+         ("din+aqcl_v256", "din", "aqcl", {"aqcl_view_rows": 256}),
+         ("din+aqcl_v128", "din", "aqcl", {"aqcl_view_rows": 128}))
 QUICK_MODELS = ("wide_deep", "din", "tan", "ccn")
-RATIOS = {"ccn": ("ccn", "tan"), "aqcl": ("din+aqcl", "din"), "ccn_aqcl": ("ccn+aqcl", "tan")}
+RATIOS = {"ccn": ("ccn", "tan"), "aqcl": ("din+aqcl", "din"), "ccn_aqcl": ("ccn+aqcl", "tan"),
+          "aqcl_view_rows_256": ("din+aqcl_v256", "din"),
+          "aqcl_view_rows_128": ("din+aqcl_v128", "din")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,14 +190,16 @@ def worker(args) -> dict:
                       args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
                       args.epochs, lookup_in_input=bool(args.lookup_in_input))
     trainer.setup_runtime(cfg)
-    model = trainer.build_compiled(cfg, models.model_factory(cfg), spec, stats)
+    lp = models.default_loss_params()
+    lp.update(json.loads(args.loss_params or "{}"))
+    model = trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
     ds = trainer.make_train_input(cfg, spec, model)  # exactly the trainer's input
     load0 = load_average()
     res = time_fit(model, ds, args.epochs, args.warmup_epochs, args.steps_per_epoch,
                    args.steps_per_execution)
     res.update(model=args.model, aux=args.aux, batch_size=args.batch_size, optimizer=args.optimizer,
                jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution,
-               lookup_in_input=bool(args.lookup_in_input),
+               loss_params=json.loads(args.loss_params or "{}"), lookup_in_input=bool(args.lookup_in_input),
                examples_per_second=args.batch_size / res["step_s_median"],
                load_average_start=load0, load_average_end=load_average(),
                trainable_parameters=int(sum(tf.size(v).numpy() for v in model.trainable_variables)),
@@ -242,19 +249,21 @@ def pieces(a) -> dict:
 # driver
 # ---------------------------------------------------------------------------------------------
 def configurations(models_arg: str, quick: bool):
+    """``[(run key, model, aux, loss-param overrides)]``: the models, then :data:`EXTRA`."""
     names = QUICK_MODELS if quick else ALL_MODELS
     if models_arg and models_arg != "all":
         names = [m for m in models_arg.split(",") if "+" not in m]
         extra = [e for e in EXTRA if e[0] in models_arg.split(",")]
     else:
         extra = list(EXTRA)
-    return [(m, m, "") for m in names] + extra
+    return [(m, m, "", {}) for m in names] + extra
 
 
-def worker_args(a, model, aux, **over) -> List[str]:
+def worker_args(a, model, aux, loss_params=None, **over) -> List[str]:
     o = dict(data_dir=a.data_dir, model=model, aux=aux, batch_size=a.batch_size, epochs=a.epochs,
              warmup_epochs=a.warmup_epochs, steps_per_epoch=a.steps_per_epoch,
-             optimizer=a.optimizer, steps_per_execution=a.steps_per_execution)
+             optimizer=a.optimizer, steps_per_execution=a.steps_per_execution,
+             loss_params=json.dumps(loss_params or {}, separators=(",", ":")))
     o.update(over)
     args = [f"--{k}={v}" for k, v in o.items()]
     if over.get("jit_compile", a.jit_compile):
@@ -270,9 +279,9 @@ def run(a) -> dict:
     ratio_keys = {k for pair in RATIOS.values() for k in pair}
     for rnd in range(a.rounds):
         seq = order if rnd % 2 == 0 else [c for c in reversed(order) if c[0] in ratio_keys]
-        for key, model, aux in seq:
+        for key, model, aux, lp in seq:
             try:
-                r = run_worker("benchmarks.train", worker_args(a, model, aux))
+                r = run_worker("benchmarks.train", worker_args(a, model, aux, lp))
             except Exception as e:  # record and go on: one broken model must not lose the run
                 print(f"{key}: FAILED {str(e)[-600:]}", flush=True)
                 errors[key] = str(e)[-3000:]
@@ -308,6 +317,7 @@ def parser():
     ap.add_argument("--models", default="all", help="comma list of run keys (din, din+aqcl, ...) or all")
     ap.add_argument("--model", default="din")
     ap.add_argument("--aux", default="")
+    ap.add_argument("--loss_params", default="", help="worker: JSON overrides of ccn.models.LOSS_PARAMS")
     ap.add_argument("--batch_size", type=int, default=1024)
     ap.add_argument("--epochs", type=int, default=6, help="timed epochs")
     ap.add_argument("--warmup_epochs", type=int, default=1)

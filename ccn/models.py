@@ -99,6 +99,10 @@ LOSS_PARAMS: Dict[str, Tuple[Any, str]] = {
     "aqcl_tau": (0.1, "AQCL/ICL: temperatures tau1 = tau2 = tau3 (paper: 0.1)."),
     "aqcl_mask_rate": (0.2, "AQCL/ICL augmentation: fraction of history items masked."),
     "aqcl_emb_dropout": (0.1, "AQCL/ICL augmentation: embedding dropout of the second view."),
+    "aqcl_view_rows": (None, "AQCL/ICL: compute the second view and the contrastive term on the "
+                             "first N examples of each (shuffled) batch only (default: all, as in "
+                             "the paper); the codebook loss keeps the whole batch. Cuts the second "
+                             "view's cost to N/B (benchmarks/RESULTS.md section 2)."),
     "dropoutnet_rate": (0.5, "DropoutNet baseline: probability an example loses its user or item id."),
     "deepmcp_match_weight": (0.1, "DeepMCP baseline: weight of the matching subnet loss."),
     "deepmcp_corr_weight": (0.1, "DeepMCP baseline: weight of the correlation subnet loss."),
@@ -195,6 +199,9 @@ def validate(cfg: TrainConfig, loss_params: Optional[Dict[str, Any]] = None, spe
             errs.append("--aqcl_weight must be >= 0, --aqcl_tau and --aqcl_z_dim > 0")
         if not 0.0 <= lp["aqcl_mask_rate"] < 1.0 or not 0.0 <= lp["aqcl_emb_dropout"] < 1.0:
             errs.append("--aqcl_mask_rate and --aqcl_emb_dropout must be in [0, 1)")
+        vr = lp.get("aqcl_view_rows")
+        if vr is not None and (vr != int(vr) or vr < 2):
+            errs.append(f"--aqcl_view_rows must be an integer >= 2 (in-batch negatives), got {vr}")
     if "aqcl" in losses:
         if lp["aqcl_codebook_size"] <= 0 or not 0 < lp["aqcl_top_k"] <= lp["aqcl_codebook_size"]:
             errs.append("--aqcl_codebook_size must be > 0 and 0 < --aqcl_top_k <= --aqcl_codebook_size")
@@ -237,7 +244,8 @@ def make_aux_loss(name: str, mdef: ModelDef, lp: Dict[str, Any], stats: dict):
                    attraction_form=lp.get("ccn_attraction_form", "vector_cosine"),
                    attraction_scale=lp.get("ccn_attraction_scale", "unit"))
     common = dict(weight=lp["aqcl_weight"], z_dim=lp["aqcl_z_dim"], mask_rate=lp["aqcl_mask_rate"],
-                  emb_dropout=lp["aqcl_emb_dropout"])
+                  emb_dropout=lp["aqcl_emb_dropout"],
+                  view_rows=None if lp.get("aqcl_view_rows") is None else int(lp["aqcl_view_rows"]))
     tau = lp["aqcl_tau"]
     if name == "aqcl":
         return cls(stats, T=lp["aqcl_codebook_size"], K=lp["aqcl_top_k"], tau1=tau, tau2=tau, tau3=tau,

@@ -227,6 +227,46 @@ def test_aqcl_value_matches_pure_loss_and_alpha():
     assert np.isfinite(t["aqcl"].numpy())
 
 
+def test_aqcl_view_rows_subsample():
+    """view_rows: Eq. 3 on the first rows only (second view of those rows), Eq. 5 on all rows;
+    view_rows >= B is the full-batch loss; the other rows get no gradient from Eq. 3."""
+    from aqcl import codebook as cb
+    from aqcl.augment import mask_history
+
+    model, f = FakeModel(), make_features()
+    n = 4
+    loss = _aqcl(view_rows=n)
+    with tf.GradientTape(persistent=True) as tape:
+        out = model.backbone(f)
+        tape.watch(out["latent"])
+        terms = loss(model, f, out, training=False)
+    ms, ds = loss.seeds()
+    fs = {k: v[:n] for k, v in f.items()}
+    aug = mask_history(fs, history_feature_groups(model, fs), 0.3, ms)
+    z = loss.projector(out["latent"][:n])
+    zp = loss.projector(model.backbone(aug, training=False, emb_dropout=0.1, seed=ds)["latent"])
+    alpha = loss.alpha(f).numpy()[:n]
+    ref = aloss.aqcl_loss(z, zp, loss.codebook.codes, alpha, 0.1, 0.1, 2)
+    np.testing.assert_allclose(terms["aqcl"].numpy(), 0.1 * ref.numpy(), rtol=1e-5)
+    ref_code = cb.codebook_loss(loss.projector(out["latent"]), loss.codebook.codes, 0.1)
+    np.testing.assert_allclose(terms["codebook"].numpy(), ref_code.numpy(), rtol=1e-5)
+    g = tape.gradient(terms["aqcl"], out["latent"]).numpy()
+    assert np.abs(g[:n]).sum() > 0 and np.all(g[n:] == 0)
+    # a limit at or above the batch size is the paper's full-batch loss
+    full, capped = _aqcl(), _aqcl(view_rows=B + 10)
+    t_full = full(model, f, out, training=False)
+    capped(model, f, out, training=False)  # build
+    capped.set_weights(full.get_weights())
+    t_cap = capped(model, f, out, training=False)
+    for k in t_full:
+        np.testing.assert_allclose(t_cap[k].numpy(), t_full[k].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError):
+        _aqcl(view_rows=1)
+    # ICL shares the subsample
+    icl = ICLLoss(STATS, weight=1.0, z_dim=8, tau=0.2, view_rows=3)
+    assert np.isfinite(icl(model, f, out, training=True)["icl"].numpy())
+
+
 def test_aqcl_seeds_advance_per_training_step():
     model, f = FakeModel(), make_features()
     loss = _aqcl(mask_rate=0.5)

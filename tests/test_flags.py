@@ -96,6 +96,8 @@ BASE = ["--data_dir=/nonexistent", "--model_dir=/tmp/x"]
     (["--distribution=multi_worker_mirrored"], "TF_CONFIG"),
     (["--model=din", "--aux_losses=aqcl", "--aqcl_top_k=200"], "--aqcl_top_k"),
     (["--model=din", "--aux_losses=aqcl", "--aqcl_const_alpha=2"], "--aqcl_const_alpha"),
+    (["--model=din", "--aux_losses=aqcl", "--aqcl_view_rows=1"], "--aqcl_view_rows"),
+    (["--model=din", "--aux_losses=icl", "--aqcl_view_rows=64.5"], "--aqcl_view_rows"),
     (["--ccn_tau=0"], "--ccn_tau"),
     (["--in_memory_train_input", "--cache_train_input"], "exclude each other"),
     (["--model=din", "--aux_losses=intent"], "intent network"),
