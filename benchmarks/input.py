@@ -3,15 +3,22 @@
     python -m benchmarks.input --data_dir=out/bench/data [--batch_size=1024] [--batches=80]
                                [--train_eps=N] [--model=wide_deep] [--aux=] [--per_example]
 
-Times ``ctrcore.data.make_dataset(data_dir, "train", batch_size, shuffle=True, repeat=True,
-features=model.train_feature_names())`` - exactly the trainer's training input for ``--model``
-(GZIP read, shuffle, batch, ``parse_example`` of the features that model's step reads, after
-batching, prefetch) - by iterating it (``--batches`` after 5 warm-up batches) in a subprocess
-with nothing else running in it. The same pipeline parsing *every* spec feature is timed too
+Times, by iterating each (``--batches`` after 5 warm-up batches) in a subprocess with nothing
+else running in it:
+
+* ``trainer_input``: ``ctrcore.trainer.make_train_input`` with the default configuration
+  (``--train_input=auto``) - exactly what ``ccn.train`` feeds ``--model``; which mode auto chose
+  and why is recorded (``mode``, ``why``), and the one-time load of the memory mode is timed
+  apart (``load_seconds``);
+* ``parse_after_batch``: the streamed input (``--train_input=stream``):
+  ``ctrcore.data.make_dataset(data_dir, "train", batch_size, shuffle=True, repeat=True,
+  features=model.train_feature_names())`` (GZIP read, shuffle, batch, ``parse_example`` of the
+  features that model's step reads, after batching, prefetch), without the lookups. The same pipeline parsing *every* spec feature is timed too
 (``parse_all_features``: what any model paid before the trainer parsed per model). ``--per_example`` also times the same pipeline parsing each
 record before batching (``parse_single_example`` map, then ``batch``), the alternative that
 "parse after batching" replaced. Headroom = input examples/s / ``--train_eps`` (the fastest
-model's training examples/s, from benchmarks.train in the same run_all run).
+model's training examples/s, from benchmarks.train in the same run_all run): ``headroom`` of the
+trainer's default input, ``headroom_streamed`` of the streamed one.
 """
 from __future__ import annotations
 
@@ -69,22 +76,33 @@ def worker(a) -> dict:
         names = model.train_feature_names()
     out.update(model=a.model, aux=a.aux, features=names,
                values_per_example={"model": _values(spec, names), "all": _values(spec, None)})
+    mode = None
+    if model is not None:  # the trainer's own input, default configuration (auto)
+        from ctrcore import trainer
+
+        mode, why = trainer.resolve_train_input(cfg, spec, names, model.backbone.lookup)
+        t0 = time.perf_counter()
+        ds = trainer.make_train_input(cfg, spec, model)
+        load_s = time.perf_counter() - t0
+        out["trainer_input"] = _time(ds, a.batches, a.batch_size)
+        out["trainer_input"].update(mode=mode, why=why, load_seconds=load_s)
+        del ds
     ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
                            features=names)
     out["parse_after_batch"] = _time(ds, a.batches, a.batch_size)
     if names is not None:
         ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True)
         out["parse_all_features"] = _time(ds, a.batches, a.batch_size)
-    # --cache_train_input: serialized records in memory after the first pass (warmed here by
+    # --train_input=cache: serialized records in memory after the first pass (warmed here by
     # one full pass), so later epochs skip reading + GZIP; still reshuffled per example
     n_train = int(schema.load_stats(a.data_dir)["examples"]["train"])
     ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
                            features=names, cache=True)
     out["parse_cached_records"] = _time(ds, a.batches, a.batch_size,
                                         warmup=-(-n_train // a.batch_size) + 2)
-    # --in_memory_train_input: the split parsed and looked up once (timed), then every batch is a
-    # gather from a fresh permutation of all rows
-    if model is not None:
+    # --train_input=memory (when auto did not choose it): the split parsed and looked up once
+    # (timed), then every batch is a gather from a fresh permutation of all rows
+    if model is not None and mode != "memory":
         t0 = time.perf_counter()
         cols = data.load_columns(a.data_dir, "train", spec=spec, features=names, map_fn=model.backbone.lookup)
         load_s = time.perf_counter() - t0
@@ -117,15 +135,20 @@ def run(a) -> dict:
         args.append("--per_example")
     r = run_worker("benchmarks.input", args)
     eps = r["parse_after_batch"]["examples_per_second"]
-    print(f"input (parse after batching): {eps:9.0f} ex/s, "
+    if "trainer_input" in r:
+        ti = r["trainer_input"]
+        print(f"input (trainer default, --train_input=auto -> {ti['mode']}: {ti['why']}): "
+              f"{ti['examples_per_second']:9.0f} ex/s, {ti['examples_per_cpu_second']:9.0f} ex/cpu-s "
+              f"(built in {ti['load_seconds']:.1f}s)", flush=True)
+    print(f"input (streamed, parse after batching): {eps:9.0f} ex/s, "
           f"{r['parse_after_batch']['examples_per_cpu_second']:9.0f} ex/cpu-s, "
           f"cpu_util {r['parse_after_batch']['cpu_util']:.2f} | load {r['load_average_start'][0]:.1f} "
           f"| {r['values_per_example']['model']} values/example ({a.model or 'all features'})", flush=True)
     if "parse_all_features" in r:
         print(f"input (every spec feature, {r['values_per_example']['all']} values/example): "
               f"{r['parse_all_features']['examples_per_second']:9.0f} ex/s", flush=True)
-    for key, what in (("parse_cached_records", "cached serialized records (--cache_train_input), epochs 2+"),
-                      ("in_memory", "parsed + looked-up columns in memory (--in_memory_train_input)"),
+    for key, what in (("parse_cached_records", "cached serialized records (--train_input=cache), epochs 2+"),
+                      ("in_memory", "parsed + looked-up columns in memory (--train_input=memory)"),
                       ("read_gunzip_only", "read + GZIP only, no parse (floor of the uncached input)")):
         if key in r:
             print(f"input ({what}): {r[key]['examples_per_second']:9.0f} ex/s, "
@@ -135,16 +158,22 @@ def run(a) -> dict:
               f"-> parse after batching is {r['parse_after_batch_speedup']:.1f}x faster", flush=True)
     if a.train_eps:
         r["train_examples_per_second"] = a.train_eps
-        r["headroom"] = eps / a.train_eps
-        print(f"input headroom = {eps:.0f} / {a.train_eps:.0f} = {r['headroom']:.1f}x "
-              f"({'OK' if r['headroom'] >= 10 else 'BELOW'} target 10x)", flush=True)
+        r["headroom_streamed"] = eps / a.train_eps
+        rows = [("streamed", r["headroom_streamed"], eps)]
+        if "trainer_input" in r:
+            ti = r["trainer_input"]["examples_per_second"]
+            r["headroom"] = ti / a.train_eps
+            rows.insert(0, (f"trainer default ({r['trainer_input']['mode']})", r["headroom"], ti))
+            if r["trainer_input"]["mode"] == "memory":
+                r["headroom_in_memory"] = r["headroom"]
+        else:
+            r["headroom"] = r["headroom_streamed"]
         if "in_memory" in r:
-            im = r["in_memory"]["examples_per_second"]
-            r["headroom_in_memory"] = im / a.train_eps
-            print(f"input headroom with --in_memory_train_input = {im:.0f} / {a.train_eps:.0f} = "
-                  f"{r['headroom_in_memory']:.1f}x ({'OK' if r['headroom_in_memory'] >= 10 else 'BELOW'} "
-                  f"target 10x; {r['in_memory']['megabytes']:.0f} MB, loaded in "
-                  f"{r['in_memory']['load_seconds']:.1f}s)", flush=True)
+            r["headroom_in_memory"] = r["in_memory"]["examples_per_second"] / a.train_eps
+            rows.append(("--train_input=memory", r["headroom_in_memory"], r["in_memory"]["examples_per_second"]))
+        for what, h, x in rows:
+            print(f"input headroom, {what} = {x:.0f} / {a.train_eps:.0f} = {h:.1f}x "
+                  f"({'OK' if h >= 10 else 'BELOW'} target 10x)", flush=True)
     return r
 
 

@@ -85,14 +85,19 @@ def main(argv: Optional[List[str]] = None):
         ir = input_b.run(iargs)
         ir["fastest_model"] = fastest[0]
         if tr:
-            ir["headroom_cpu"] = (ir["parse_after_batch"]["examples_per_cpu_second"]
-                                  / tr["examples_per_cpu_second"][fastest[0]])
-        res["input_headroom"] = ir.get("headroom")
+            per_cpu = tr["examples_per_cpu_second"][fastest[0]]
+            ir["headroom_cpu"] = (ir.get("trainer_input", ir["parse_after_batch"])["examples_per_cpu_second"]
+                                  / per_cpu)
+            ir["headroom_streamed_cpu"] = ir["parse_after_batch"]["examples_per_cpu_second"] / per_cpu
+        res["input_headroom"] = ir.get("headroom")  # the trainer's default input (auto)
+        res["input_headroom_mode"] = (ir.get("trainer_input") or {}).get("mode")
+        res["input_headroom_streamed"] = ir.get("headroom_streamed")
         if fastest[1] and "parse_cached_records" in ir:
             res["input_headroom_cached"] = ir["parse_cached_records"]["examples_per_second"] / fastest[1]
-        if fastest[1] and "in_memory" in ir:
-            res["input_headroom_in_memory"] = ir["in_memory"]["examples_per_second"] / fastest[1]
+        if ir.get("headroom_in_memory") is not None:
+            res["input_headroom_in_memory"] = ir["headroom_in_memory"]
         res["input_headroom_cpu"] = ir.get("headroom_cpu")
+        res["input_headroom_streamed_cpu"] = ir.get("headroom_streamed_cpu")
         res["details"]["input"] = ir
         save()
     if "flops" not in skip:
@@ -126,7 +131,7 @@ def main(argv: Optional[List[str]] = None):
     save()
     print(f"wrote {a.out}")
     summary = {k: res.get(k) for k in ("aux_overhead", "aux_overhead_cpu", "input_headroom",
-                                       "input_headroom_in_memory", "vs_peer_din",
+                                       "input_headroom_mode", "input_headroom_streamed", "vs_peer_din",
                                        "matmul_fraction", "train_examples_per_second", "load_average")}
     print(json.dumps(summary, indent=1, default=str))
 

@@ -30,10 +30,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from absl import app, flags
 
 from ccn import models
-from ctrcore.config import DISTRIBUTIONS, MIXED_PRECISION, OPTIMIZERS, ConfigError, TrainConfig
+from ctrcore.config import (DISTRIBUTIONS, MIXED_PRECISION, OPTIMIZERS, TRAIN_INPUTS, ConfigError,
+                             TrainConfig)
 
 FLAGS = flags.FLAGS
-_ENUMS = {"optimizer": OPTIMIZERS, "distribution": DISTRIBUTIONS, "mixed_precision": MIXED_PRECISION}
+_ENUMS = {"optimizer": OPTIMIZERS, "distribution": DISTRIBUTIONS, "mixed_precision": MIXED_PRECISION,
+          "train_input": TRAIN_INPUTS}
 
 
 def define_flags(flag_values=FLAGS) -> None:

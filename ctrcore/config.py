@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 OPTIMIZERS = ("adagrad", "adam", "composite")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "parameter_server")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+TRAIN_INPUTS = ("auto", "stream", "cache", "memory")
 
 
 class ConfigError(ValueError):
@@ -80,16 +81,19 @@ class TrainConfig:
     jit_compile: bool = _f(False, "XLA-compile the train step.")
     mixed_precision: str = _f("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
     steps_per_execution: int = _f(1, "Train steps run per tf.function call.")
-    cache_train_input: bool = _f(False, "Keep the training split's serialized records in memory "
-                                         "after the first epoch (later epochs skip reading and GZIP "
-                                         "decompression; still reshuffled every epoch). Needs RAM "
-                                         "~ the uncompressed train split.")
-    in_memory_train_input: bool = _f(False, "Parse (and, with --lookup_in_input, look up) the "
-                                             "whole training split once, keep its columns in memory "
-                                             "and gather each batch from a fresh permutation of all "
-                                             "rows every epoch: no reading, GZIP or parsing after the "
-                                             "start. RAM: rows x parsed values x 4 bytes (the log "
-                                             "says how much). Not with parameter_server.")
+    train_input: str = _f("auto", "How the training split is fed: stream (read GZIP records, shuffle "
+                                  "buffer, parse after batching, every epoch) | cache (stream, but "
+                                  "keep the serialized records in memory from epoch 2: no reading "
+                                  "or GZIP; RAM ~ the uncompressed split) | memory (parse and look "
+                                  "up the split once, keep its columns in memory, gather every batch "
+                                  "from a fresh permutation of all rows each epoch: no input work "
+                                  "left beside the step; RAM = rows x parsed values x 4-8 bytes) | "
+                                  "auto (memory when the parsed columns are estimated at most "
+                                  "--in_memory_max_mb and a quarter of the available RAM, the "
+                                  "lookups run in the input and the strategy is none/mirrored; "
+                                  "else stream). The log says what was chosen and why.")
+    in_memory_max_mb: int = _f(2048, "--train_input=auto holds the training split in memory up to "
+                                     "this many MiB of parsed columns (0: auto always streams).")
     lookup_in_input: bool = _f(True, "Run the string -> id lookups of the training batches in the "
                                      "tf.data pipeline (parallel to the train step, as preprocessing "
                                      "layers are meant to be used) instead of inside the step; "
@@ -167,12 +171,13 @@ class TrainConfig:
                         "does not support: use --optimizer=adagrad|adam or --mixed_precision=mixed_bfloat16")
         if self.mixed_precision not in MIXED_PRECISION:
             errs.append(f"--mixed_precision={self.mixed_precision!r} unknown; choose one of {MIXED_PRECISION}")
-        if self.in_memory_train_input and self.distribution == "parameter_server":
-            errs.append("--in_memory_train_input is not supported with --distribution=parameter_server "
-                        "(each worker builds its own input there)")
-        if self.in_memory_train_input and self.cache_train_input:
-            errs.append("--in_memory_train_input and --cache_train_input exclude each other (the first "
-                        "already holds the parsed split in memory)")
+        if self.train_input not in TRAIN_INPUTS:
+            errs.append(f"--train_input={self.train_input!r} unknown; choose one of {TRAIN_INPUTS}")
+        if self.train_input in ("memory", "cache") and self.distribution == "parameter_server":
+            errs.append(f"--train_input={self.train_input} is not supported with "
+                        "--distribution=parameter_server (each worker streams its own shard there)")
+        if self.in_memory_max_mb < 0:
+            errs.append("--in_memory_max_mb must be >= 0")
         if self.backup_every_steps < 0 or self.early_stopping_patience < 0:
             errs.append("--backup_every_steps and --early_stopping_patience must be >= 0")
         if bool(self.export_base) != bool(self.model_name):

@@ -99,7 +99,8 @@ BASE = ["--data_dir=/nonexistent", "--model_dir=/tmp/x"]
     (["--model=din", "--aux_losses=aqcl", "--aqcl_view_rows=1"], "--aqcl_view_rows"),
     (["--model=din", "--aux_losses=icl", "--aqcl_view_rows=64.5"], "--aqcl_view_rows"),
     (["--ccn_tau=0"], "--ccn_tau"),
-    (["--in_memory_train_input", "--cache_train_input"], "exclude each other"),
+    (["--train_input=memory", "--distribution=parameter_server"], "--train_input=memory"),
+    (["--in_memory_max_mb=-1"], "--in_memory_max_mb"),
     (["--model=din", "--aux_losses=intent"], "intent network"),
     (["--model=dihn", "--intent_weight=-1"], "--intent_weight"),
 ])

@@ -95,7 +95,7 @@ def test_every_model_trains_and_evaluates(data, tmp_path, model, aux, optimizer)
 
 
 def test_in_memory_train_input_trains_and_evaluates(data, tmp_path):
-    cfg = _cfg(data, str(tmp_path / "run"), model="ccn", in_memory_train_input=True, train_steps=3)
+    cfg = _cfg(data, str(tmp_path / "run"), model="ccn", train_input="memory", train_steps=3)
     s = T.run(cfg, _lp(), argv=[])
     assert np.isfinite(s["metrics"]["auc"]) and s["metrics"]["n"] > 0
     h = json.load(open(os.path.join(str(tmp_path / "run"), "history.json")))
@@ -317,15 +317,15 @@ def test_report_over_fake_runs(two_runs, tmp_path):
     assert "SIM (`sim`) | 0 | not run" in md
 
 
-@pytest.mark.parametrize("lookup_in_input,cache,in_memory", [(True, True, False), (False, False, False),
-                                                               (True, False, True)])
-def test_make_train_input_subset_lookup_and_cache(data, tmp_path, lookup_in_input, cache, in_memory):
+@pytest.mark.parametrize("lookup_in_input,train_input", [(True, "cache"), (False, "stream"),
+                                                         (True, "memory"), (True, "auto")])
+def test_make_train_input_subset_lookup_and_cache(data, tmp_path, lookup_in_input, train_input):
     import tensorflow as tf
 
     from ctrcore import schema, trainer
 
     cfg = _cfg(data, str(tmp_path / "m"), model="din", lookup_in_input=lookup_in_input,
-               cache_train_input=cache, in_memory_train_input=in_memory, batch_size=32)
+               train_input=train_input, batch_size=32)
     spec, stats = schema.load_spec(data), schema.load_stats(data)
     model = models.model_factory(cfg)(spec, stats)
     ds = trainer.make_train_input(cfg, spec, model)
@@ -337,3 +337,27 @@ def test_make_train_input_subset_lookup_and_cache(data, tmp_path, lookup_in_inpu
     assert not any(n.startswith(("long_", "context_")) for n in batch)
     want = tf.int32 if lookup_in_input else tf.string
     assert batch["item_id"].dtype == want and batch["short_item_ids"].dtype == want
+
+
+def test_resolve_train_input_auto(data, tmp_path):
+    """auto holds the split in memory when its parsed columns fit, else streams; the estimate
+    is the exact size of the columns load_columns builds."""
+    from ctrcore import data as D, schema, trainer
+
+    spec, stats = schema.load_spec(data), schema.load_stats(data)
+    cfg = _cfg(data, str(tmp_path / "m"), model="din")
+    model = models.model_factory(cfg)(spec, stats)
+    names, lookup = model.train_feature_names(), model.backbone.lookup
+    cols = D.load_columns(data, "train", spec=spec, features=names, map_fn=lookup)
+    rows = len(next(iter(cols.values())))
+    assert rows == stats["examples"]["train"]
+    assert trainer.parsed_bytes_per_example(spec, names) * rows == sum(v.nbytes for v in cols.values())
+    mode, why = trainer.resolve_train_input(cfg, spec, names, lookup)
+    assert mode == "memory" and "MiB" in why
+    for kw, want in ((dict(in_memory_max_mb=0), "stream"), (dict(lookup_in_input=False), "stream"),
+                     (dict(batch_size=rows + 1), "stream"), (dict(train_input="cache"), "cache"),
+                     (dict(train_input="stream"), "stream")):
+        assert trainer.resolve_train_input(_cfg(data, "m", model="din", **kw), spec, names,
+                                           lookup)[0] == want, kw
+    assert trainer.resolve_train_input(cfg, spec, names, None)[0] == "stream"
+    assert trainer.resolve_train_input(cfg, spec, names, lookup, stats={})[0] == "stream"
