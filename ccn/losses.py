@@ -101,10 +101,10 @@ def collaborative_similarity(s_target, s_context, similarity="cosine"):
     if similarity == "cosine":
         t = tf.math.l2_normalize(s_target, axis=-1, epsilon=_EPS)
         c = tf.math.l2_normalize(s_context, axis=-1, epsilon=_EPS)
-        r_ctx = tf.einsum("bd,bcd->bc", t, c)
+        r_ctx = tf.matmul(c, t[:, :, None])[..., 0]  # [B, C, D] x [B, D, 1]
         r_self = tf.reduce_sum(t * t, axis=-1)  # 1 (0 only for an all-zero s_target)
     elif similarity == "dot":
-        r_ctx = tf.einsum("bd,bcd->bc", s_target, s_context)
+        r_ctx = tf.matmul(s_context, s_target[:, :, None])[..., 0]
         r_self = tf.reduce_sum(s_target * s_target, axis=-1)
     elif similarity == "scalar":
         if s_target.shape[-1] is not None and s_target.shape[-1] != 1:

@@ -83,6 +83,14 @@ class IdEmbedding(keras.layers.Layer):
         return tf.gather(self.embeddings, ids)
 
 
+def matmul_last(x, kernel):
+    """``einsum("...d,du->...u", x, kernel)`` as one 2-D matmul (reshape, matmul, reshape):
+    oneDNN's einsum (and its gradient) is slower than MatMul for these shapes."""
+    u = int(kernel.shape[-1])
+    y = tf.matmul(tf.reshape(x, [-1, int(x.shape[-1])]), kernel)
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [u]], 0))
+
+
 class MLP(keras.layers.Layer):
     """Dense stack: ``units`` with ``activation``, dropout and optional batch norm after each hidden
     layer. With ``linear_last=True`` the last layer has no activation / dropout / norm."""
@@ -140,7 +148,7 @@ class MLP(keras.layers.Layer):
         ds = int(shared.shape[-1])
         k = self.first_kernel(ds + int(per_item.shape[-1]), per_item.dtype)
         shared = tf.cast(shared, per_item.dtype)
-        x = tf.matmul(shared, k[:ds])[:, None, :] + tf.einsum("bcd,du->bcu", per_item, k[ds:])
+        x = tf.matmul(shared, k[:ds])[:, None, :] + matmul_last(per_item, k[ds:])
         return self.finish_first(x, training)
 
 
@@ -157,8 +165,10 @@ class TargetAttention(keras.layers.Layer):
     one query per example, ``q_h . (W_k,h x_l + b_k,h) = (W_k,h^T q_h) . x_l + const_h`` (the
     constant cancels in the softmax) and ``sum_l p_hl (W_v,h x_l + b_v,h) = W_v,h (sum_l p_hl
     x_l) + b_v,h`` (the weights sum to one), so the keys and values are never projected: the
-    sequence is touched by two ``[B, L, D] x [B, H, D]`` products instead of two ``[B, L, D] x
-    [D, H*K]`` projections (about L*H*K / (2*H*D) ... ~12x fewer FLOPs for L = 100, D = 48).
+    sequence is touched by two batched ``[B, H, D] x [B, D, L]``-shaped products instead of two
+    ``[B, L, D] x [D, H*K]`` projections (~12x fewer FLOPs for L = 100, D = 48); the query and
+    key weights are folded into one ``[D, H*D]`` matrix and the value and output weights into
+    one ``[H*D, E]`` matrix, so each example costs two plain matmuls besides the attention.
     Same variables as the Keras layer (checkpoints are interchangeable); ``single_query=False``
     calls ``MultiHeadAttention`` itself (tests compare the two).
     """
@@ -205,17 +215,27 @@ class TargetAttention(keras.layers.Layer):
         wk = tf.cast(m._key_dense.kernel, dt)  # [D,H,K] (its bias cancels in the softmax)
         wv, bv = tf.cast(m._value_dense.kernel, dt), tf.cast(m._value_dense.bias, dt)
         wo, bo = tf.cast(m._output_dense.kernel, dt), tf.cast(m._output_dense.bias, dt)  # [H,K,E], [E]
-        k = tf.cast(wq.shape[-1], dt)
-        q = (tf.einsum("bd,dhk->bhk", tf.cast(query, dt), wq) + bq) * tf.math.rsqrt(k)
-        q_in = tf.einsum("bhk,dhk->bhd", q, wk)  # the query moved into the input space
-        scores = tf.einsum("bhd,bld->bhl", q_in, seq)
+        d, h = int(wq.shape[0]), int(wq.shape[1])
+        scale = tf.math.rsqrt(tf.cast(wq.shape[-1], dt))
+        # per head, query -> input space in one product: q_in_h = (x W_q,h + b_q,h) W_k,h^T / sqrt(K)
+        # (weights only, tiny: batched matmuls over the heads; oneDNN's einsum costs more here)
+        wk_t = tf.transpose(wk, [1, 2, 0])  # [H, K, D]
+        m_qk = tf.reshape(tf.transpose(tf.matmul(tf.transpose(wq, [1, 0, 2]), wk_t), [1, 0, 2]) * scale,
+                          [d, h * d])  # [D, H*D]
+        c_qk = tf.reshape(tf.matmul(bq[:, None, :], wk_t) * scale, [h * d])
+        q_in = tf.reshape(tf.matmul(tf.cast(query, dt), m_qk) + c_qk, [-1, h, d])  # [B, H, D]
+        # batched matmuls, not einsums: oneDNN's einsum gradient of [B,H,L] x [B,L,D] was ~5x
+        # slower than the BatchMatMul pair (benchmarks/profile.py, RESULTS.md section 8)
+        scores = tf.matmul(q_in, seq, transpose_b=True)  # [B, H, L]
         scores = tf.where(mask[:, None, :], scores, tf.cast(-1e9 if dt != tf.float16 else -65500.0, dt))
         p = tf.nn.softmax(scores, axis=-1)
         if self.dropout and training:
             p = tf.nn.dropout(p, rate=self.dropout)
-        pooled = tf.einsum("bhl,bld->bhd", p, seq)
-        v = tf.einsum("bhd,dhk->bhk", pooled, wv) + bv
-        return tf.einsum("bhk,hke->be", v, wo) + bo
+        pooled = tf.matmul(p, seq)  # [B, H, D]
+        # value and output projections folded: sum_h (pooled_h W_v,h + b_v,h) W_o,h + b_o
+        n_vo = tf.reshape(tf.matmul(tf.transpose(wv, [1, 0, 2]), wo), [h * d, -1])  # [H*D, E]
+        c_vo = tf.reduce_sum(tf.matmul(bv[:, None, :], wo), axis=[0, 1]) + bo
+        return tf.matmul(tf.reshape(pooled, [-1, h * d]), n_vo) + c_vo
 
 
 class DinAttention(keras.layers.Layer):
@@ -241,8 +261,8 @@ class DinAttention(keras.layers.Layer):
         w = self.mlp.first_kernel(4 * d, seq.dtype)
         query = tf.cast(query, seq.dtype)
         pre = (tf.matmul(query, w[:d] + w[2 * d:3 * d])[:, None, :]
-               + tf.einsum("bld,du->blu", seq, w[d:2 * d] - w[2 * d:3 * d])
-               + tf.einsum("bld,du->blu", query[:, None, :] * seq, w[3 * d:]))
+               + matmul_last(seq, w[d:2 * d] - w[2 * d:3 * d])
+               + matmul_last(query[:, None, :] * seq, w[3 * d:]))
         score = self.mlp.finish_first(pre, training=training)[..., 0]  # [B, L]
         if self.softmax:
             score = tf.where(mask, score, tf.fill(tf.shape(score), tf.constant(-1e9, score.dtype)))
@@ -250,7 +270,7 @@ class DinAttention(keras.layers.Layer):
         else:
             w = score
         w = tf.where(mask, w, tf.zeros_like(w))
-        return tf.einsum("bl,bld->bd", w, seq)
+        return tf.matmul(w[:, None, :], seq)[:, 0, :]
 
 
 def sim_hard_search(seq_emb, seq_cat_ids, query_cat_ids, seq_mask):
