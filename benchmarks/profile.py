@@ -133,9 +133,12 @@ def main(argv: Optional[List[str]] = None):
     a = parser().parse_args(argv)
     res = run(a)
     report(res, a.top)
-    if a.json:
+    if a.json:  # the top entries only (the trace itself stays in --logdir)
+        keep = dict(res, command="python -m benchmarks.profile " + " ".join(argv if argv is not None else sys.argv[1:]))
+        for k in ("by_op_type", "by_scope"):
+            keep[k] = dict(list(res[k].items())[:60])
         with open(a.json, "w") as fh:
-            json.dump(res, fh, indent=1)
+            json.dump(keep, fh, indent=1)
 
 
 if __name__ == "__main__":

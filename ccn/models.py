@@ -102,7 +102,8 @@ LOSS_PARAMS: Dict[str, Tuple[Any, str]] = {
     "aqcl_view_rows": (None, "AQCL/ICL: compute the second view and the contrastive term on the "
                              "first N examples of each (shuffled) batch only (default: all, as in "
                              "the paper); the codebook loss keeps the whole batch. Cuts the second "
-                             "view's cost to N/B (benchmarks/RESULTS.md section 2)."),
+                             "view's cost to N/B (benchmarks/RESULTS.md section 2) and, measured "
+                             "on Beauty, most of AQCL's gain (docs/method.md 2.8)."),
     "dropoutnet_rate": (0.5, "DropoutNet baseline: probability an example loses its user or item id."),
     "deepmcp_match_weight": (0.1, "DeepMCP baseline: weight of the matching subnet loss."),
     "deepmcp_corr_weight": (0.1, "DeepMCP baseline: weight of the correlation subnet loss."),

@@ -1,0 +1,37 @@
+"""benchmarks.report renders run_all's JSON: ratios, verdicts and headroom come from the numbers."""
+from benchmarks import report
+
+
+def _res():
+    eps = {"din": 40000.0, "din+aqcl": 20000.0, "tan": 20000.0, "ccn": 16000.0, "wide_deep": 100000.0}
+    step = {k: 1024 / v for k, v in eps.items()}
+    return {
+        "command": "python -m benchmarks.run_all", "started": "t0", "finished": "t1",
+        "load_average": {"start": [1.0], "end": [1.5]},
+        "machine": {"cpu_model": "cpu", "cores": 2, "memory_gib": 24, "tensorflow": "2.21.0"},
+        "aux_overhead": {"ccn": 1.25, "aqcl": 2.0}, "aux_overhead_cpu": {"ccn": 1.10, "aqcl": 2.1},
+        "details": {
+            "train": {"train_examples_per_second": eps, "step_seconds": step,
+                      "cpu_seconds_per_step": {k: 2 * v for k, v in step.items()},
+                      "examples_per_cpu_second": {k: v / 2 for k, v in eps.items()},
+                      "cpu_util": {k: 1.8 for k in eps}},
+            "input": {"fastest_model": "wide_deep", "train_examples_per_second": 100000.0,
+                      "trainer_input": {"mode": "memory", "load_seconds": 3.0,
+                                        "examples_per_second": 1.5e6, "examples_per_cpu_second": 1.4e6},
+                      "parse_after_batch": {"examples_per_second": 1e5, "examples_per_cpu_second": 1.1e5}},
+        },
+    }
+
+
+def test_overhead_verdicts_and_headroom_from_numbers():
+    md = report.render(_res())
+    assert "| ccn / tan | 1.25 | 1.10 | met on wall |" not in md  # wall 1.25 > 1.15
+    assert "| ccn / tan | 1.25 | 1.10 | missed |" in md
+    assert "| din+aqcl / din | 2.00 | 2.10 | missed |" in md
+    assert "-> memory; built in 3.0 s) | 1,500,000 | 1,400,000 | 15.0x |" in md
+    assert "| streamed (`--train_input=stream`) | 100,000 | 110,000 | 1.0x |" in md
+    assert "| din | 40,000 | 25.6 | **51.2** |" in md
+    before = _res()
+    before["details"]["train"]["cpu_seconds_per_step"]["din"] = 0.1
+    md2 = report.render(_res(), before, "old.json")
+    assert "| din | 40,000 | 25.6 | **51.2** | 100.0 |" in md2 and '"before": old.json' in md2
