@@ -308,3 +308,28 @@ def test_cli_multiprocessing(tmp_path, monkeypatch, rand_run):
     assert st["examples"] == ref_stats["examples"]
     for s in ("train", "valid", "test"):
         assert sorted(split_records(out, s)) == sorted(split_records(ref, s))
+
+
+def test_train_split_written_in_hash_order(tmp_path):
+    """shuffle_buckets: the same train records, no longer in runs of one user (the builder
+    emits a user's examples together); 0 keeps the builder's order."""
+    from tests.test_preprocess_util import decode
+
+    rows = random_log(n_users=40, n_items=60, seed=11, history=False)
+    src = lambda: MemSource({"log.csv": rows}, user_profile=("gender",))  # noqa: E731
+    kw = dict(short_len=3, long_len=10, max_context=2, valid_fraction=0.0, test_fraction=0.0)
+    run_job(src(), str(tmp_path / "grouped"), shuffle_buckets=0, **kw)
+    run_job(src(), str(tmp_path / "mixed"), shuffle_buckets=8, **kw)  # ~70 records per bucket
+    grouped = split_records(str(tmp_path / "grouped"), "train")
+    mixed = split_records(str(tmp_path / "mixed"), "train")
+    assert sorted(grouped) == sorted(mixed) and len(mixed) > 200
+
+    def user_switches(recs):
+        users = [decode(r)["user_id"][0] for r in recs]
+        return sum(a != b for a, b in zip(users, users[1:]))
+
+    n_users = len({decode(r)["user_id"][0] for r in grouped})
+    assert user_switches(grouped) < 2 * n_users  # runs of one user
+    assert user_switches(mixed) > 0.8 * (len(mixed) - 1)  # ~ (1 - 1/n_users) of all pairs
+    assert P.hash_bucket(b"x", 7, seed=1) == P.hash_bucket(b"x", 7, seed=1)
+    assert {P.hash_bucket(bytes([i]), 4, seed=2) for i in range(64)} == {0, 1, 2, 3}
