@@ -11,7 +11,8 @@ encode + write GZIP TFRecords):
 * ``multiproc``: the Beam job with ``--direct_num_workers=2 --direct_running_mode=multi_processing``;
 * ``pandas``: a single-process pyarrow/pandas implementation of the same page grouping and
   example building (vectorised read and coercion, one sort, per-user slices, the same
-  :class:`pipelines.examples.UserExampleBuilder` and encoder, ``tf.io.TFRecordWriter``), with no
+  :class:`pipelines.examples.UserExampleBuilder` and encoder, the train split ordered by the
+  same hashes as the Beam job's ``shuffled_by_hash``, ``tf.io.TFRecordWriter``), with no
   dead-letter / vocabulary / stats side outputs - an upper bound of what a single process does.
 
 Prints rows/s per mode and the ratios to the pandas baseline from the same run.
@@ -43,6 +44,7 @@ def pandas_baseline(csv: str, out_dir: str, seed: int) -> int:
     from pipelines.examples import BuildConfig, UserExampleBuilder
     from pipelines.pages import organize_user
     from pipelines.stats import time_cutoffs
+    from pipelines.preprocess import hash_bucket
 
     t = pacsv.read_csv(csv, convert_options=pacsv.ConvertOptions(column_types={
         c: "string" for c in ("page_id", "user_id", "item_id", "trigger_item_id", "category_id",
@@ -72,11 +74,20 @@ def pandas_baseline(csv: str, out_dir: str, seed: int) -> int:
     writers = {s: tf.io.TFRecordWriter(os.path.join(out_dir, f"{s}.tfrecord.gz"), opts)
                for s in ("train", "valid", "test")}
     n = 0
+    train = []
     for a, b in zip(starts, ends):
         log, _ = organize_user(users[a], records[a:b])
         for split, ex in builder.build(log, table, universe, cutoffs, stats, tokens):
-            writers[split].write(ex)
+            if split == "train":
+                train.append(ex)  # written below in the Beam job's hash order
+            else:
+                writers[split].write(ex)
             n += 1
+    # the same order as pipelines.preprocess.shuffled_by_hash (bucket, then second hash)
+    second = seed + 1
+    train.sort(key=lambda r: (hash_bucket(r, 4096, seed), hash_bucket(r, 1 << 62, second), r))
+    for ex in train:
+        writers["train"].write(ex)
     for w in writers.values():
         w.close()
     return n
