@@ -602,7 +602,7 @@ def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
     if stats is None:
         try:
             stats = schema.load_stats(cfg.data_dir)
-        except Exception:  # noqa: BLE001 - no stats: stream
+        except FileNotFoundError:  # no stats.json: no row count, stream (a broken one raises)
             stats = {}
     rows = (stats.get("examples") or {}).get(cfg.train_split)
     if not rows:

@@ -116,6 +116,8 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
             raise ValueError(f"--{name}={getattr(cfg, name)} must be positive")
     if cfg.negatives_per_positive < 0:
         raise ValueError("--negatives_per_positive must be >= 0")
+    if cfg.shuffle_buckets < 0:
+        raise ValueError(f"--shuffle_buckets={cfg.shuffle_buckets} must be >= 0 (0 = no reordering)")
     return BuildConfig(short_len=cfg.short_len, long_len=cfg.long_len,
                        max_context=cfg.max_context,
                        user_profile=tuple(getattr(source, "user_profile", ()) or ()),

@@ -331,5 +331,7 @@ def test_train_split_written_in_hash_order(tmp_path):
     n_users = len({decode(r)["user_id"][0] for r in grouped})
     assert user_switches(grouped) < 2 * n_users  # runs of one user
     assert user_switches(mixed) > 0.8 * (len(mixed) - 1)  # ~ (1 - 1/n_users) of all pairs
+    with pytest.raises(ValueError, match="--shuffle_buckets=-1"):
+        run_job(src(), str(tmp_path / "bad"), shuffle_buckets=-1, **kw)
     assert P.hash_bucket(b"x", 7, seed=1) == P.hash_bucket(b"x", 7, seed=1)
     assert {P.hash_bucket(bytes([i]), 4, seed=2) for i in range(64)} == {0, 1, 2, 3}
