@@ -195,9 +195,11 @@ def canonicalize(raw_row: RawRow, *, timestamp_format: str = "unix",
 
 
 def origin_key(origin: str):
-    """Sort key of an origin ``"<file>:<line>"``: (file, line number)."""
+    """Sort key of an origin ``"<file>:<line>"`` or ``"<file>:<line>#<k>"`` (the k-th row
+    expanded from one list-shaped record, 0-based): (file, line number, k)."""
     f, _, line = origin.rpartition(":")
+    line, _, sub = line.partition("#")
     try:
-        return (f, int(line))
+        return (f, int(line), int(sub) if sub else -1)
     except ValueError:
-        return (origin, 0)
+        return (origin, 0, -1)

@@ -132,14 +132,12 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
     bcfg = _build_config(source, cfg)
     spec = FeatureSpec.create(bcfg.spec_config())
     out = cfg.output_dir
-    label_values = getattr(source, "label_values", None)
     source_name = cfg.source_name or getattr(source, "name", "?")
 
     raw = p | "Read" >> T.ReadSource(source)
     rows_read = raw | "CountRead" >> beam.combiners.Count.Globally()
     canon = raw | "Canonicalize" >> beam.ParDo(T.CanonicalizeFn(
-        getattr(source, "timestamp_format", "unix"), label_values, bcfg.positives_only)
-    ).with_outputs(T.DEAD, main="rows")
+        source.canonical_kwargs())).with_outputs(T.DEAD, main="rows")
     organized = (canon.rows
                  | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
                  | "GroupByUser" >> beam.GroupByKey()

@@ -47,17 +47,16 @@ class CanonicalizeFn(beam.DoFn):
     """Raw rows -> canonical rows (main output) and DeadLetters (tag ``dead``); the source's own
     DeadLetters pass straight to ``dead``."""
 
-    def __init__(self, timestamp_format: str, label_values, positives_only: bool):
-        self.timestamp_format = timestamp_format
-        self.label_values = label_values
-        self.positives_only = positives_only
+    def __init__(self, canonical_kwargs: Dict[str, Any]):
+        """``canonical_kwargs``: keyword arguments of :func:`canonicalize` (the source's
+        ``canonical_kwargs()``)."""
+        self.kwargs = dict(canonical_kwargs)
 
     def process(self, raw):
         if isinstance(raw, DeadLetter):
             yield beam.pvalue.TaggedOutput(DEAD, raw)
             return
-        out = canonicalize(raw, timestamp_format=self.timestamp_format,
-                           label_values=self.label_values, positives_only=self.positives_only)
+        out = canonicalize(raw, **self.kwargs)
         if isinstance(out, DeadLetter):
             yield beam.pvalue.TaggedOutput(DEAD, out)
         else:

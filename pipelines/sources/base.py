@@ -47,6 +47,13 @@ class Source:
     timestamp_format: str = "unix"
     #: user profile column names (without the "user_" prefix) the source provides.
     user_profile: Sequence[str] = ()
+    #: raw click value -> 0/1 (``None`` = accept 0/1/true/false).
+    label_values: Optional[Dict[str, int]] = None
+
+    def canonical_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of :func:`pipelines.canonical.canonicalize` for this source."""
+        return {"timestamp_format": self.timestamp_format, "label_values": self.label_values,
+                "positives_only": self.positives_only}
 
     def files(self) -> Sequence[str]:
         """Input files (for documentation / stats)."""

@@ -369,14 +369,8 @@ class RowSource(Source):
     """Base of the built-in sources: the attributes :mod:`pipelines.canonical` reads, plus
     ``label_values`` (raw click value -> 0/1, ``None`` = accept 0/1/true/false)."""
 
-    label_values: Optional[Dict[str, int]] = None
     #: expected counts (SOURCE.md) for :func:`pipelines.sources.verify_counts`
     EXPECTED_COUNTS: Dict[str, int] = {}
-
-    def canonical_kwargs(self) -> Dict[str, Any]:
-        """Keyword arguments of :func:`pipelines.canonical.canonicalize` for this source."""
-        return {"timestamp_format": self.timestamp_format, "label_values": self.label_values,
-                "positives_only": self.positives_only}
 
 
 class GenericSource(RowSource):
@@ -432,8 +426,13 @@ class GenericSource(RowSource):
                                    f"{path} (its columns: {have})")
         self._absent[path] = absent
 
+    def rows_of(self, rec: Record) -> Iterator[Union[RawRow, DeadLetter]]:
+        """One source record -> the raw canonical rows it holds (one for a flat record,
+        several for a list-shaped one) and dead letters for parts that cannot be reshaped."""
+        yield self.reshape(rec)
+
     def reshape(self, rec: Record) -> RawRow:
-        """One source record -> raw canonical row (values untouched; missing keys -> None)."""
+        """One flat source record -> raw canonical row (values untouched; missing keys -> None)."""
         v = rec.values
         row: RawRow = {f: v.get(c) for f, c in self._targets.items()}
         row.update(self.mapping.constants)
@@ -453,7 +452,8 @@ class GenericSource(RowSource):
             if isinstance(item, DeadLetter):
                 yield item
                 continue
-            row = self.reshape(item)
-            for f in absent:
-                row.pop(f, None)
-            yield row
+            for row in self.rows_of(item):
+                if not isinstance(row, DeadLetter):
+                    for f in absent:
+                        row.pop(f, None)
+                yield row
