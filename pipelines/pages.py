@@ -6,7 +6,18 @@ timestamp of its rows; its items keep log (origin) order.
 
 Duplicates: the same item exposed twice on one page keeps the first row by origin order
 (``file``, then line number) and dead-letters the others with reason ``duplicate_exposure``.
-History-only rows (``is_history=1``) are not exposures and are never deduplicated.
+
+History-only rows (``is_history=1``) are deduplicated only when *exact* duplicates come from
+different source records: list-shaped logs such as MIND repeat a user's whole history on every
+impression row of the user, and a flat log may hold the same history line twice. Two history
+rows are exact duplicates when every canonical field (user, item, timestamp, sides, profile
+...) is equal. Within one record (``"<file>:<line>#<k>"`` origins share ``<file>:<line>``),
+repeats are kept - they are the data (a user who clicked the same item twice): the n-th equal
+row of a record is a duplicate only if an earlier record already had an n-th equal row. So a
+user keeps, per distinct history row, the largest number of copies any one record holds (a
+history that grows from one record to the next keeps its new ids). The others are
+dead-lettered with reason ``duplicate_history``, naming the first kept origin, so
+``rows_read == rows_used + rows_dead_letter`` still holds.
 """
 from __future__ import annotations
 
@@ -41,8 +52,24 @@ def organize_user(user_id: str, rows: Iterable[Row]) -> Tuple[UserLog, List[Dead
     pages: Dict[str, List[Row]] = {}
     history: List[Row] = []
     dead: List[DeadLetter] = []
+    hist_first: Dict[Tuple[tuple, int], str] = {}  # (content, n-th copy in its record) -> origin
+    hist_copies: Dict[Tuple[tuple, tuple], int] = {}  # (record, content) -> copies so far
     for r in rows:
         if r["is_history"]:
+            content = tuple(sorted((k, v) for k, v in r.items() if k not in (ORIGIN, RAW)))
+            record = origin_key(r[ORIGIN])[:2]
+            n = hist_copies.get((record, content), 0)
+            hist_copies[(record, content)] = n + 1
+            seen = hist_first.get((content, n))
+            if seen is not None:
+                dead.append(DeadLetter(
+                    reason="duplicate_history",
+                    detail=(f"{r[ORIGIN]}: field 'item_id' value {r['item_id']!r}: the same "
+                            f"history row (timestamp {r['timestamp']!r}) of user {user_id!r} "
+                            f"is already at {seen} (first kept)"),
+                    origin=r[ORIGIN], raw=r.get(RAW)))
+                continue
+            hist_first[(content, n)] = r[ORIGIN]
             r.pop(RAW, None)
             history.append(r)
             continue

@@ -29,9 +29,11 @@ preprocessing job and the split is ``leave_last_out`` (AQCL's protocol). Documen
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, Iterator, List, Tuple, Union
 
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.canonical import origin_key
 from pipelines.sources.base import DeadLetter, RawRow
 from pipelines.sources.generic import RowSource, iter_lines
 
@@ -62,11 +64,11 @@ class AmazonBeautySource(RowSource):
 
     def __init__(self, input: str):
         self.dir = input
-        self.sequences = os.path.join(input, SEQUENCES)
-        self.intervals = os.path.join(input, INTERVALS)
-        self.attributes = os.path.join(input, ATTRIBUTES)
+        self.sequences = FileSystems.join(input, SEQUENCES)
+        self.intervals = FileSystems.join(input, INTERVALS)
+        self.attributes = FileSystems.join(input, ATTRIBUTES)
         for p in (self.sequences, self.intervals):
-            if not os.path.isfile(p):
+            if not FileSystems.exists(p):
                 raise FileNotFoundError(f"Amazon Beauty file {p} not found (expected "
                                         f"{SEQUENCES}, {INTERVALS} and {ATTRIBUTES} in {input})")
 
@@ -74,16 +76,23 @@ class AmazonBeautySource(RowSource):
         return [self.sequences]
 
     def item_features(self) -> Dict[str, Tuple[str, str]]:
-        if not os.path.isfile(self.attributes):
+        if not FileSystems.exists(self.attributes):
             return {}
-        with open(self.attributes) as fh:
-            return item_side_features(json.load(fh))
+        with FileSystems.open(self.attributes) as fh:
+            return item_side_features(json.loads(fh.read().decode("utf-8-sig")))
 
     def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
         feats = self.item_features()
-        intervals = os.path.join(os.path.dirname(path), INTERVALS)
-        for line_no, seq, tw in _zip_lines(iter_lines(path), iter_lines(intervals)):
+        intervals = FileSystems.join(FileSystems.split(path)[0], INTERVALS)
+        for line_no, seq, tw in _zip_lines(_lines(path), _lines(intervals)):
             origin = f"{path}:{line_no}"
+            if isinstance(seq, DeadLetter):
+                yield seq
+                continue
+            if isinstance(tw, DeadLetter):
+                yield DeadLetter(tw.reason, f"{origin}: line {line_no} of {intervals}: "
+                                 f"{tw.detail}", origin, tw.raw)
+                continue
             if seq is None or tw is None:
                 yield DeadLetter("misaligned_line", f"{origin}: {INTERVALS} has a different "
                                  "number of lines", origin, seq if seq is not None else tw)
@@ -115,6 +124,12 @@ class AmazonBeautySource(RowSource):
                        "trigger_item_id": items[i - 1] if i else "", "category_id": cat,
                        "seller_id": brand, "is_history": 0, "_origin": origin,
                        "_raw": {"user": user, "index": i, "item": item, "delta": delta}}
+
+
+def _lines(path: str):
+    """(line_no, line) of a text file, a line that cannot be read as (line_no, DeadLetter)."""
+    for item in iter_lines(path):
+        yield (origin_key(item.origin)[1], item) if isinstance(item, DeadLetter) else item
 
 
 def _zip_lines(a, b):

@@ -62,12 +62,24 @@ class Source:
     def read(self) -> Iterator[Union[RawRow, DeadLetter]]:
         """Yield raw canonical rows and dead letters, in a deterministic order.
 
-        Used by the Beam job through ``beam.Create``-free reading: see
-        :func:`pipelines.preprocess.read_source`, which calls :meth:`read_file` per file so the
-        read is parallel across files on a distributed runner.
+        The Beam job does not call this: :class:`pipelines.transforms.ReadSource` reads the
+        pieces of every file (:meth:`plan`, :meth:`read_shard`) in parallel.
         """
         for path in self.files():
             yield from self.read_file(path)
 
     def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
         raise NotImplementedError
+
+    def plan(self, path: str) -> Sequence[Any]:
+        """The pieces (:class:`pipelines.sources.fileio.Shard`) the Beam job reads ``path`` as,
+        in parallel. Default: the whole file, read by :meth:`read_file`."""
+        from pipelines.sources.fileio import Shard
+
+        return [Shard(path, "file")]
+
+    def read_shard(self, shard: Any, newlines_before: int = 0
+                   ) -> Iterator[Union[RawRow, DeadLetter]]:
+        """Rows of one piece from :meth:`plan`; ``newlines_before``: newlines in the file before
+        a text shard's byte range (its first line number is derived from it)."""
+        return self.read_file(shard.path)

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime
-import glob
+import fnmatch
 import json
 import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
+from apache_beam.io.filesystems import FileSystems
+
 from ctrcore.schema import CANONICAL_FIELDS, USER_PROFILE_PREFIX
+from pipelines.sources import lists
 from pipelines.sources.base import DeadLetter, RawRow, Source
+from pipelines.sources.fileio import (COMPRESSIONS, DEFAULT_MAX_LINE_BYTES, Record, Shard, TextOptions, compression_of, extension,
+                                      iter_parquet_records, iter_raw_lines, iter_text_records,
+                                      match_files, parquet_schema, plan_file, plan_parquet,
+                                      read_header, check_encoding, DEFAULT_SPLIT_BYTES,
+                                      read_shards_serially)
 
 FORMATS = ("csv", "parquet", "jsonl")
 SPLITS = ("time", "leave_last_out")
@@ -36,179 +43,91 @@ REQUIRED = tuple(k for k, (_, req) in CANONICAL_FIELDS.items() if req)
 NOT_REQUIRED_IF_POSITIVES_ONLY = ("page_id", "clicked")
 MAPPING_KEYS = ("format", "delimiter", "header", "columns", "user_profile", "timestamp_format",
                 "positives_only", "label_values", "optional", "split", "constants",
-                "description")
+                "description", "encoding", "compression", "quotechar", "max_line_bytes")
+#: list-shaped logs (docs/mapping.md "List-shaped logs", pipelines/sources/lists.py)
+MAPPING_KEYS += ("exposures", "history", "tables")
+#: keys of a ``tables`` mapping that hold for the whole source (a table may not set them)
+SOURCE_WIDE_KEYS = ("timestamp_format", "positives_only", "label_values", "split",
+                    "timestamp_range")
+#: keys of a ``tables`` mapping that belong in each table (not at its top level)
+TABLE_ONLY_KEYS = ("columns", "exposures", "history", "optional")
 
-Item = Union["Record", DeadLetter]
+Item = Union[Record, DeadLetter]
 
 
 class MappingError(ValueError):
     """The mapping file is invalid or does not fit the input files."""
 
 
-@dataclasses.dataclass
-class Record:
-    origin: str  # "<file>:<line>" (1-based physical line, or record number for Parquet)
-    values: Dict[str, Any]  # column name (or "0", "1", ... without a header) -> value
-    raw: Any  # the original line (text formats) or record dict (Parquet), JSON-able
-
-
 # ---------------------------------------------------------------------------------------------
-# File readers (shared by every source)
+# File readers (shared by every source; all I/O through Beam FileSystems, see fileio.py)
 # ---------------------------------------------------------------------------------------------
 def resolve_files(input: Union[str, Sequence[str]], exts: Sequence[str] = ()) -> List[str]:
-    """A file, a directory (its files with one of ``exts``, non-recursive), a glob or a list
-    of those -> sorted list of files. Raises FileNotFoundError naming the input."""
-    if not isinstance(input, str):
-        return sorted({f for i in input for f in resolve_files(i, exts)})
-    if os.path.isdir(input):
-        out = [os.path.join(input, f) for f in os.listdir(input)
-               if os.path.isfile(os.path.join(input, f)) and not f.startswith((".", "_"))
-               and (not exts or os.path.splitext(f)[1].lower() in exts)]
-    elif any(c in input for c in "*?["):
-        out = [f for f in glob.glob(input) if os.path.isfile(f)]
-    else:
-        out = [input] if os.path.isfile(input) else []
-    if not out:
-        raise FileNotFoundError(f"no input files found for {input!r}"
-                                + (f" (looked for {', '.join(exts)})" if exts else ""))
-    return sorted(out)
+    """A file, a directory (its files with one of ``exts``, non-recursive; compressed files
+    count by the extension before ``.gz`` etc.), a glob, a comma-separated list or a list of
+    those -> sorted list of paths (any Beam filesystem). Raises FileNotFoundError naming the
+    input."""
+    return [p for p, _ in match_files(input, exts)]
 
 
 def infer_format(path: str) -> str:
-    ext = os.path.splitext(path)[1].lower()
+    ext = extension(path)
     if ext not in EXTENSIONS:
         raise MappingError(f"cannot infer the format of {path!r} from its extension; set "
                            f"\"format\" ({'|'.join(FORMATS)}) in the mapping")
     return EXTENSIONS[ext]
 
 
-def iter_lines(path: str) -> Iterator[tuple]:
-    """(1-based line number, line without the newline) for every line of a text file."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        for i, line in enumerate(fh, 1):
-            yield i, line.rstrip("\r\n")
+def _whole(path: str, fmt: str, compression: str = "auto") -> Shard:
+    return Shard(path, fmt, compression=compression_of(path, compression))
 
 
-class _Tap:
-    """Line iterator for csv.reader that remembers the physical lines of the current record."""
-
-    def __init__(self, fh):
-        self.fh, self.buf, self.line = fh, [], 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        line = next(self.fh)
-        self.buf.append(line)
-        self.line += 1
-        return line
-
-    def take(self) -> tuple:
-        """(first line number, raw text) of the record just parsed."""
-        raw = "".join(self.buf).rstrip("\r\n")
-        first = self.line - len(self.buf) + 1
-        self.buf = []
-        return first, raw
+def iter_lines(path: str, encoding: str = "utf-8", compression: str = "auto"
+               ) -> Iterator[Union[tuple, DeadLetter]]:
+    """(1-based line number, line without the newline) for every line of a text file, or a
+    ``bad_encoding`` / ``line_too_long`` DeadLetter for a line that cannot be read."""
+    return iter_raw_lines(_whole(path, "lines", compression), 0, TextOptions(
+        fmt="lines", encoding=encoding))
 
 
 def iter_delimited(path: str, *, delimiter: str = ",", header: bool = True,
                    fieldnames: Optional[Sequence[str]] = None, quoting: int = csv.QUOTE_MINIMAL,
-                   strict_columns: bool = True) -> Iterator[Item]:
+                   strict_columns: bool = True, encoding: str = "utf-8",
+                   compression: str = "auto") -> Iterator[Item]:
     """Records of a delimited text file. Column names: the header line, ``fieldnames``, or
     "0", "1", ... . A line with a different number of columns is a ``bad_column_count``
     dead letter (unless ``strict_columns`` is False). Blank lines are skipped."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        tap = _Tap(fh)
-        reader = csv.reader(tap, delimiter=delimiter, quoting=quoting)
-        names = list(fieldnames) if fieldnames else None
-        for fields in reader:
-            line, raw = tap.take()
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            if header and names is None:
-                names = [f.strip() for f in fields]
-                continue
-            if names is None:
-                names = [str(i) for i in range(len(fields))] if not strict_columns else None
-            origin = f"{path}:{line}"
-            if names is not None and len(fields) != len(names):
-                if strict_columns:
-                    yield DeadLetter("bad_column_count",
-                                     f"{origin}: expected {len(names)} columns, got {len(fields)}",
-                                     origin, raw)
-                    continue
-            keys = names if names is not None else [str(i) for i in range(len(fields))]
-            yield Record(origin, dict(zip(keys, fields)), raw)
+    opts = TextOptions(fmt="csv", delimiter=delimiter, header=header,
+                       quotechar=None if quoting == csv.QUOTE_NONE else '"',
+                       fieldnames=tuple(fieldnames) if fieldnames else None,
+                       strict_columns=strict_columns, encoding=encoding)
+    return iter_text_records(_whole(path, "csv", compression), 0, opts)
 
 
-def iter_jsonl(path: str) -> Iterator[Item]:
+def iter_jsonl(path: str, encoding: str = "utf-8", compression: str = "auto"
+               ) -> Iterator[Item]:
     """Records of a JSON-lines file (one JSON object per line; blank lines skipped)."""
-    for line_no, line in iter_lines(path):
-        if not line.strip():
-            continue
-        origin = f"{path}:{line_no}"
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            yield DeadLetter("bad_json", f"{origin}: not valid JSON ({e})", origin, line)
-            continue
-        if not isinstance(obj, dict):
-            yield DeadLetter("bad_json", f"{origin}: expected a JSON object, got "
-                             f"{type(obj).__name__}", origin, line)
-            continue
-        yield Record(origin, obj, line)
+    return iter_text_records(_whole(path, "jsonl", compression), 0,
+                             TextOptions(fmt="jsonl", encoding=encoding))
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, datetime.datetime):
-        if v.tzinfo is None:
-            v = v.replace(tzinfo=datetime.timezone.utc)
-        return int(v.timestamp())  # Parquet timestamp columns -> unix seconds
-    if isinstance(v, datetime.date):
-        return v.isoformat()
-    if isinstance(v, (bytes, bytearray)):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    return v
-
-
-def iter_parquet(path: str, columns: Optional[Sequence[str]] = None,
-                 batch_size: int = 65_536) -> Iterator[Item]:
+def iter_parquet(path: str, columns: Optional[Sequence[str]] = None) -> Iterator[Item]:
     """Records of a Parquet file (origin = 1-based record number). Timestamp-typed columns
     come out as unix seconds (ints)."""
-    import pyarrow.parquet as pq
-
-    n = 0
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
-        for rec in batch.to_pylist():
-            n += 1
-            rec = {k: _jsonable(v) for k, v in rec.items()}
-            yield Record(f"{path}:{n}", rec, rec)
+    for shard in plan_parquet(path):
+        yield from iter_parquet_records(shard, columns)
 
 
-def file_columns(path: str, fmt: str, *, delimiter: str = ",", header: bool = True) -> List[str]:
+def file_columns(path: str, fmt: str, *, delimiter: str = ",", header: bool = True,
+                 encoding: str = "utf-8", compression: str = "auto",
+                 quotechar: Optional[str] = '"') -> List[str]:
     """Column names of a file: CSV header line, Parquet schema, or the keys of the first
-    JSON-lines record. [] when they cannot be known (header-less CSV, empty file)."""
+    JSON-lines record. [] when they cannot be known (header-less CSV, empty or unreadable
+    file)."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    if fmt == "csv":
-        if not header:
-            return []
-        for item in iter_delimited(path, delimiter=delimiter, header=False,
-                                   strict_columns=False):
-            return [v.strip() for v in item.values.values()] if isinstance(item, Record) else []
-        return []
-    for item in iter_jsonl(path):
-        if isinstance(item, Record):
-            return list(item.values)
-    return []
+        return parquet_schema(path)
+    return read_header(path, TextOptions(fmt=fmt, delimiter=delimiter, header=header,
+                                         encoding=encoding, quotechar=quotechar), compression)
 
 
 def iter_records(path: str, fmt: str, *, delimiter: str = ",", header: bool = True,
@@ -242,13 +161,41 @@ class LogMapping:
     optional: List[str] = dataclasses.field(default_factory=list)
     split: str = "time"
     constants: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    encoding: str = "utf-8"  # text formats; ASCII-compatible (fileio.check_encoding)
+    compression: str = "auto"  # a key of fileio.COMPRESSIONS; "auto" = from the suffix
+    quotechar: Optional[str] = '"'  # csv; None = quotes are ordinary characters
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # longer lines are dead letters
     name: str = "<mapping>"  # the mapping file, for error messages
+    exposures: Optional[lists.ExposureSpec] = None  # list-shaped page rows
+    history: Optional[lists.HistorySpec] = None  # list-shaped user history
+    files: Optional[str] = None  # a table's basename glob (``tables`` entries only)
+    tables: List["LogMapping"] = dataclasses.field(default_factory=list)  # sub-mappings
+
+    def text_options(self, fmt: str) -> TextOptions:
+        """How the lines of a ``fmt`` file of this mapping become records."""
+        return TextOptions(fmt=fmt, delimiter=self.delimiter, quotechar=self.quotechar,
+                           header=self.header, encoding=self.encoding,
+                           max_line_bytes=self.max_line_bytes)
 
     def targets(self) -> Dict[str, str]:
-        """Output field (canonical or ``user_<p>``) -> source column."""
+        """Field -> source column of every column this mapping reads: canonical fields,
+        ``user_<p>`` profile columns and the list columns (pseudo fields
+        ``exposures.<key>`` / ``history.<key>``)."""
+        out = self.scalar_targets()
+        if self.exposures is not None:
+            out.update(self.exposures.columns())
+        if self.history is not None:
+            out.update(self.history.columns())
+        return out
+
+    def scalar_targets(self) -> Dict[str, str]:
+        """Output field (canonical or ``user_<p>``) -> source column (one value per record)."""
         out = dict(self.columns)
         out.update({USER_PROFILE_PREFIX + p: c for p, c in self.user_profile.items()})
         return out
+
+    def is_list_shaped(self) -> bool:
+        return self.exposures is not None or self.history is not None
 
 
 def identity_mapping(columns: Sequence[str], **kw) -> LogMapping:
@@ -270,10 +217,12 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     if isinstance(mapping, (str, os.PathLike)):
         name = name or str(mapping)
         try:
-            with open(mapping) as fh:
-                d = json.load(fh)
-        except FileNotFoundError:
-            raise MappingError(f"mapping file {mapping} not found") from None
+            with FileSystems.open(str(mapping)) as fh:
+                text = fh.read()
+        except (IOError, OSError) as e:
+            raise MappingError(f"mapping file {mapping} not found ({e})") from None
+        try:
+            d = json.loads(text.decode("utf-8-sig"))
         except ValueError as e:
             raise MappingError(f"mapping file {mapping} is not valid JSON: {e}") from None
     else:
@@ -283,6 +232,8 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     unknown = sorted(set(d) - set(MAPPING_KEYS))
     if unknown:
         raise _err(name, f"unknown key(s) {unknown} (allowed: {list(MAPPING_KEYS)})")
+    if "tables" in d:
+        return _load_tables(d, name)
 
     fmt = d.get("format")
     if fmt is not None and fmt not in FORMATS:
@@ -321,6 +272,11 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     if not isinstance(positives_only, bool):
         raise _err(name, f"\"positives_only\" must be true/false, got {positives_only!r}")
     exempt = NOT_REQUIRED_IF_POSITIVES_ONLY if positives_only else ()
+    exposures, history = _list_sections(d, name, cols, consts, positives_only)
+    if exposures is not None:
+        exempt += exposures.fields()
+    elif history is not None:  # a history-only mapping/table: every row is is_history=1
+        exempt += ("page_id", "item_id", "clicked", "timestamp")
     missing = [f for f in REQUIRED if f not in cols and f not in consts and f not in exempt]
     if missing:
         raise _err(name, f"required canonical field(s) {missing} not mapped in \"columns\" "
@@ -329,6 +285,13 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     if not isinstance(ts_fmt, str) or (ts_fmt not in ("unix", "unix_ms") and "%" not in ts_fmt):
         raise _err(name, f"\"timestamp_format\" is {ts_fmt!r}: expected \"unix\", \"unix_ms\" "
                          "or a strptime format such as \"%Y-%m-%d %H:%M:%S\"")
+    if history is not None and history.timestamps is None:
+        from pipelines.canonical import parse_timestamp
+        try:
+            parse_timestamp(history.timestamp, ts_fmt)
+        except (ValueError, OverflowError) as e:
+            raise _err(name, f"\"history\".timestamp {history.timestamp!r} does not parse with "
+                             f"timestamp_format {ts_fmt!r}: {e}") from None
     labels = d.get("label_values")
     if labels is not None:
         if not isinstance(labels, dict) or not labels:
@@ -356,10 +319,99 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     header = d.get("header", True)
     if not isinstance(header, bool):
         raise _err(name, f"\"header\" must be true/false, got {header!r}")
+    encoding = d.get("encoding", "utf-8")
+    try:
+        encoding = check_encoding(encoding) if isinstance(encoding, str) else None
+    except ValueError as e:
+        raise _err(name, f"\"encoding\": {e}") from None
+    if encoding is None:
+        raise _err(name, f"\"encoding\" must be a codec name such as \"utf-8\"")
+    compression = d.get("compression", "auto")
+    if compression not in COMPRESSIONS:
+        raise _err(name, f"\"compression\" is {compression!r}, expected one of "
+                         f"{list(COMPRESSIONS)}")
+    quotechar = d.get("quotechar", '"')
+    if quotechar is not None and (not isinstance(quotechar, str) or len(quotechar) != 1):
+        raise _err(name, f"\"quotechar\" must be one character or null, got {quotechar!r}")
+    max_line = d.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
+    if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1:
+        raise _err(name, f"\"max_line_bytes\" must be a positive integer, got {max_line!r}")
     return LogMapping(columns=dict(cols), format=fmt, delimiter=delimiter, header=header,
+                      encoding=encoding, compression=compression, quotechar=quotechar,
+                      max_line_bytes=max_line,
                     user_profile=prof, timestamp_format=ts_fmt, positives_only=positives_only,
                     label_values=labels, optional=list(optional), split=split,
-                    constants=dict(consts), name=name)
+                    constants=dict(consts), name=name,
+                      exposures=exposures, history=history)
+
+
+def _list_sections(d: Mapping[str, Any], name: str, cols: Mapping[str, str],
+                   consts: Mapping[str, Any], positives_only: bool):
+    """Validate the ``exposures`` / ``history`` sections against ``columns``/``constants``."""
+    try:
+        exposures = (lists.parse_exposures(d["exposures"], positives_only=positives_only)
+                     if d.get("exposures") is not None else None)
+        history = lists.parse_history(d["history"]) if d.get("history") is not None else None
+    except lists.ListSpecError as e:
+        raise _err(name, str(e)) from None
+    if exposures is not None:
+        for f in exposures.fields():
+            if f in cols or f in consts:
+                raise _err(name, f"field {f!r} comes from \"exposures\" (one row per listed "
+                                 f"item); remove it from \"columns\"/\"constants\"")
+        if exposures.trigger_from_history and history is None:
+            raise _err(name, "\"exposures\".trigger_from_history needs a \"history\" section")
+    elif history is not None:
+        extra = sorted(set(cols) - {"user_id"})
+        if extra:
+            raise _err(name, f"a history-only mapping (\"history\" without \"exposures\") "
+                             f"maps only user_id in \"columns\" (and profile columns in "
+                             f"\"user_profile\"); got {extra}")
+    return exposures, history
+
+
+def _load_tables(d: Mapping[str, Any], name: str) -> LogMapping:
+    """A mapping with ``tables``: one sub-mapping per kind of input file, chosen by the file's
+    basename glob (``files``; the first matching table wins). Every top-level key except
+    ``tables`` is inherited by each table; the source-wide keys (SOURCE_WIDE_KEYS) may only be
+    set at the top level, the per-table keys (TABLE_ONLY_KEYS) only in the tables."""
+    tables = d["tables"]
+    if not isinstance(tables, list) or not tables:
+        raise _err(name, "\"tables\" must be a non-empty list of table mappings")
+    misplaced = [k for k in TABLE_ONLY_KEYS if k in d]
+    if misplaced:
+        raise _err(name, f"with \"tables\", key(s) {misplaced} belong in each table")
+    shared = {k: v for k, v in d.items() if k != "tables"}
+    subs: List[LogMapping] = []
+    for i, t in enumerate(tables):
+        tname = f"{name} tables[{i}]"
+        if not isinstance(t, dict):
+            raise _err(tname, f"expected a JSON object, got {type(t).__name__}")
+        files = t.get("files")
+        if not isinstance(files, str) or not files:
+            raise _err(tname, "needs \"files\": a glob of the basenames of the files this "
+                              "table reads, e.g. \"behaviors*.parquet\"")
+        wide = [k for k in t if k in SOURCE_WIDE_KEYS or k == "tables"]
+        if wide:
+            raise _err(tname, f"key(s) {wide} hold for the whole source: set them at the top "
+                              "level, not in a table")
+        sub = dict(shared)
+        sub.update({k: v for k, v in t.items() if k != "files"})
+        m = load_mapping(sub, name=tname)
+        m.files = files
+        subs.append(m)
+    profile: Dict[str, str] = {}
+    for m in subs:
+        for p, c in m.user_profile.items():
+            profile.setdefault(p, c)
+    return dataclasses.replace(subs[0], columns={}, user_profile=profile, optional=[],
+                               constants={}, exposures=None, history=None, files=None,
+                               tables=subs, name=name)
+
+
+def basename(path: str) -> str:
+    """Last component of a local or ``scheme://`` path (no filesystem access)."""
+    return path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +431,10 @@ class GenericSource(RowSource):
     ``input``: a file, a directory (all its csv/tsv/jsonl/parquet files), a glob or a list.
     ``mapping``: a path to the JSON mapping or a dict. Raises :class:`MappingError` if the
     mapping is invalid or a mapped column is missing from a file's header.
+
+    List-shaped records (a mapping with ``exposures`` / ``history``) expand into several rows
+    (:mod:`pipelines.sources.lists`); a ``tables`` mapping reads each file through the table
+    whose ``files`` glob matches its basename (:meth:`mapping_for`).
     """
 
     name = "generic"
@@ -387,15 +443,22 @@ class GenericSource(RowSource):
                  mapping: Union[str, Mapping[str, Any], LogMapping]):
         self.mapping = mapping if isinstance(mapping, LogMapping) else load_mapping(mapping)
         m = self.mapping
-        exts = [e for e, f in EXTENSIONS.items() if m.format in (None, f)]
-        self._files = resolve_files(input, exts if os.path.isdir(str(input)) else ())
+        fmts = {t.format for t in m.tables} if m.tables else {m.format}
+        exts = [e for e, f in EXTENSIONS.items() if None in fmts or f in fmts]
+        self._sizes = dict(match_files(input, exts))  # path -> bytes
+        self._files = sorted(self._sizes)
+        self.split_bytes = DEFAULT_SPLIT_BYTES
         self.positives_only = m.positives_only
         self.split = m.split
         self.timestamp_format = m.timestamp_format
         self.label_values = m.label_values
         self.user_profile = tuple(m.user_profile)
         self._targets = m.targets()
+        self._table_of: Dict[str, LogMapping] = {}  # file -> its table (``tables`` mappings)
+        if m.tables:
+            self._assign_tables()
         self._absent: Dict[str, set] = {}  # file -> optional fields absent from its header
+        self._header: Dict[str, Optional[List[str]]] = {}  # file -> CSV header columns
         for path in self._files:
             self._check_header(path)
 
@@ -403,13 +466,50 @@ class GenericSource(RowSource):
         return list(self._files)
 
     def format_of(self, path: str) -> str:
-        return self.mapping.format or infer_format(path)
+        return self.mapping_for(path).format or infer_format(path)
+
+    def mapping_for(self, path: str) -> LogMapping:
+        """The mapping that reads file ``path``: the mapping itself, or the table of a
+        ``tables`` mapping whose ``files`` glob matches the file's basename."""
+        if not self.mapping.tables:
+            return self.mapping
+        t = self._table_of.get(path)
+        if t is None:
+            t = self._table_for(path)
+            if t is None:
+                raise _err(self.mapping.name, f"file {path} matches no table's \"files\" glob "
+                                              f"{[x.files for x in self.mapping.tables]}")
+            self._table_of[path] = t
+        return t
+
+    def _table_for(self, path: str) -> Optional[LogMapping]:
+        base = basename(path)
+        return next((t for t in self.mapping.tables if fnmatch.fnmatchcase(base, t.files)), None)
+
+    def _assign_tables(self) -> None:
+        m = self.mapping
+        used = set()
+        for path in self._files:
+            t = self._table_for(path)
+            if t is None:
+                raise _err(m.name, f"input file {path} matches no table's \"files\" glob "
+                                   f"{[x.files for x in m.tables]}: add a table for it or "
+                                   "narrow --input (e.g. a glob)")
+            self._table_of[path] = t
+            used.add(id(t))
+        unused = [t.files for t in m.tables if id(t) not in used]
+        if unused:
+            raise _err(m.name, f"no input file matches the \"files\" glob(s) {unused} "
+                               f"(input files: {[basename(p) for p in self._files]})")
 
     def _check_header(self, path: str) -> None:
-        m, fmt = self.mapping, self.format_of(path)
-        have = file_columns(path, fmt, delimiter=m.delimiter, header=m.header)
+        m, fmt = self.mapping_for(path), self.format_of(path)
+        have = file_columns(path, fmt, delimiter=m.delimiter, header=m.header,
+                            encoding=m.encoding, compression=m.compression,
+                            quotechar=m.quotechar)
+        self._header[path] = have if fmt == "csv" and m.header and have else None
         if fmt == "csv" and not m.header:
-            bad = [c for c in self._targets.values() if not c.isdigit()]
+            bad = [c for c in m.targets().values() if not c.isdigit()]
             if bad:
                 raise _err(m.name, f"\"header\" is false, so columns must be 0-based positions; "
                                    f"got {bad} for file {path}")
@@ -417,7 +517,7 @@ class GenericSource(RowSource):
         if not have:
             return  # empty file: nothing to check, nothing to read
         absent = set()
-        for field, col in self._targets.items():
+        for field, col in m.targets().items():
             if col not in have:
                 if field in m.optional:
                     absent.add(field)
@@ -428,14 +528,25 @@ class GenericSource(RowSource):
 
     def rows_of(self, rec: Record) -> Iterator[Union[RawRow, DeadLetter]]:
         """One source record -> the raw canonical rows it holds (one for a flat record,
-        several for a list-shaped one) and dead letters for parts that cannot be reshaped."""
-        yield self.reshape(rec)
+        several for a list-shaped one, see :mod:`pipelines.sources.lists`) and dead letters
+        for parts that cannot be reshaped."""
+        m = self.mapping
+        if m.tables:
+            m = self.mapping_for(rec.origin.rpartition(":")[0])
+        if not m.is_list_shaped():
+            yield self.reshape(rec, m)
+            return
+        yield from lists.expand_record(rec.origin, rec.values, scalars=m.scalar_targets(),
+                                       constants=m.constants, exposures=m.exposures,
+                                       history=m.history, positives_only=self.positives_only)
 
-    def reshape(self, rec: Record) -> RawRow:
+    def reshape(self, rec: Record, m: Optional[LogMapping] = None) -> RawRow:
         """One flat source record -> raw canonical row (values untouched; missing keys -> None)."""
+        m = m or self.mapping
         v = rec.values
-        row: RawRow = {f: v.get(c) for f, c in self._targets.items()}
-        row.update(self.mapping.constants)
+        targets = self._targets if m is self.mapping else m.scalar_targets()
+        row: RawRow = {f: v.get(c) for f, c in targets.items()}
+        row.update(m.constants)
         if self.positives_only:
             if "clicked" not in row:
                 row["clicked"] = 1
@@ -443,12 +554,25 @@ class GenericSource(RowSource):
         row["_raw"] = rec.raw
         return row
 
-    def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
-        m = self.mapping
+    # -- reading: shards of files (pipelines.sources.fileio) ------------------------------------
+    def plan(self, path: str) -> List[Shard]:
+        """The shards file ``path`` is read as (byte ranges, row groups, or the whole file)."""
+        m = self.mapping_for(path)
+        return plan_file(path, self._sizes.get(path, 0), self.format_of(path), m.compression,
+                         self.split_bytes)
+
+    def read_shard(self, shard: Shard, newlines_before: int = 0
+                   ) -> Iterator[Union[RawRow, DeadLetter]]:
+        path = shard.path
+        m = self.mapping_for(path)
         absent = self._absent.get(path, set())
-        cols = sorted({c for f, c in self._targets.items() if f not in absent})
-        for item in iter_records(path, self.format_of(path), delimiter=m.delimiter,
-                                 header=m.header, columns=cols):
+        if shard.fmt == "parquet":
+            cols = sorted({c for f, c in m.targets().items() if f not in absent})
+            items = iter_parquet_records(shard, cols)
+        else:
+            items = iter_text_records(shard, newlines_before, m.text_options(shard.fmt),
+                                      names=self._header.get(path))
+        for item in items:
             if isinstance(item, DeadLetter):
                 yield item
                 continue
@@ -457,3 +581,6 @@ class GenericSource(RowSource):
                     for f in absent:
                         row.pop(f, None)
                 yield row
+
+    def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
+        return read_shards_serially(self.plan(path), self.read_shard)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import csv
 import datetime
-import os
 from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+from apache_beam.io.filesystems import FileSystems
 
 from pipelines.sources.base import DeadLetter, RawRow
 from pipelines.sources.generic import Record, RowSource, iter_delimited
@@ -53,9 +54,9 @@ class MindSource(RowSource):
 
     def __init__(self, input: str, behaviors: str = "behaviors.tsv", news: str = "news.tsv"):
         self.dir = input
-        self.behaviors = os.path.join(input, behaviors)
-        self.news = os.path.join(input, news)
-        if not os.path.isfile(self.behaviors):
+        self.behaviors = FileSystems.join(input, behaviors)
+        self.news = FileSystems.join(input, news)
+        if not FileSystems.exists(self.behaviors):
             raise FileNotFoundError(f"MIND behaviors file {self.behaviors} not found "
                                     f"(expected {behaviors} and {news} in {input})")
         self._news: Optional[Dict[str, Tuple[str, str]]] = None
@@ -68,7 +69,7 @@ class MindSource(RowSource):
         """news_id -> (category, subcategory); empty if news.tsv is absent."""
         if self._news is None:
             self._news = {}
-            if os.path.isfile(self.news):
+            if FileSystems.exists(self.news):
                 for rec in iter_delimited(self.news, delimiter="\t", header=False,
                                           fieldnames=NEWS_COLUMNS, quoting=csv.QUOTE_NONE,
                                           strict_columns=False):
