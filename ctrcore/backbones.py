@@ -111,7 +111,11 @@ class Backbone(keras.layers.Layer):
         self.serving_inputs = [n for n in spec.serving_features if n in used]
 
         # -- lookups and embedding tables: one per vocabulary -------------------------------------
-        self.lookups = {v: L.IdLookup(spec.vocab_path(v), name=f"lookup_{v}") for v in spec.vocabularies}
+        # (an empty vocabulary, e.g. a log without sellers, gets one OOV bucket and a warning;
+        # a missing or malformed file raises naming the vocabulary, its features and the file)
+        self.lookups = {v: L.IdLookup(spec.vocab_path(v), vocab_name=v, name=f"lookup_{v}",
+                                      features=[n for n, fv in self.vocab_features.items() if fv == v])
+                        for v in spec.vocabularies}
         self.tables = {v: L.IdEmbedding(lk.input_dim, emb_dim, name=f"emb_{v}")
                        for v, lk in self.lookups.items()}
         self.items = L.ItemEmbedder(spec, self.tables, name="item_embedder")

@@ -9,9 +9,16 @@ Id handling is split in two so that the numeric part of a model can be XLA-compi
   is XLA-safe.
 
 Conventions: id 0 = padding (masked), id 1 = OOV (unknown / below min-frequency ids).
+
+Vocabulary files are checked in Python before any TF table sees them
+(:func:`check_vocabulary`): a missing file, a blank line inside it or a duplicated id raises an
+error naming the vocabulary, the features that read it and the file; an *empty* vocabulary (a
+log without that optional column, e.g. no seller) gets no table at all: ``""`` -> 0 and every
+other value -> the one OOV bucket 1 (``IdLookup.oov_only``), and a warning names the features.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -21,6 +28,71 @@ from tensorflow.python.distribute.sharded_variable import ShardedVariable as _Sh
 
 PAD_ID = 0
 OOV_ID = 1
+
+log = logging.getLogger("ctrcore.layers")
+
+
+class VocabularyError(ValueError):
+    """A vocabulary file cannot be used (blank line, duplicated id, unreadable); the message
+    names the vocabulary, the features that read it and the file."""
+
+
+def _who(name: Optional[str], features: Sequence[str]) -> str:
+    who = f"vocabulary {name!r}" if name else "vocabulary"
+    if features:
+        who += f" (feature{'s' if len(features) > 1 else ''} {', '.join(features)})"
+    return who
+
+
+def check_vocabulary(vocabulary, name: Optional[str] = None, features: Sequence[str] = ()) -> int:
+    """Validate a vocabulary (a file path as written by the Beam job, or a list of ids) the way
+    the TF table initializer would read it, and return its number of ids (0 = empty).
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`VocabularyError` for a blank
+    line before the last id, a duplicated id or an unreadable file; every message names the
+    vocabulary ``name``, the ``features`` that read it and the file. A file with no ids at all
+    (empty, or blank lines only) is valid and returns 0."""
+    who = _who(name, features)
+    if not isinstance(vocabulary, (str, bytes)):
+        ids = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in vocabulary]
+        seen = set()
+        for v in ids:
+            if v == "":
+                raise VocabularyError(f"{who}: the empty string is the padding token and "
+                                      "cannot be a vocabulary entry")
+            if v in seen:
+                raise VocabularyError(f"{who}: id {v!r} is listed twice")
+            seen.add(v)
+        return len(ids)
+    path = vocabulary.decode() if isinstance(vocabulary, bytes) else vocabulary
+    try:
+        exists = tf.io.gfile.exists(path)
+    except tf.errors.OpError as e:
+        raise VocabularyError(f"{who}: cannot check vocabulary file {path}: {e}") from None
+    if not exists:
+        raise FileNotFoundError(f"{who}: vocabulary file {path} not found (written by "
+                                "pipelines.preprocess under OUT/vocab/)")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as fh:
+            data = fh.read()
+    except tf.errors.OpError as e:
+        raise VocabularyError(f"{who}: cannot read vocabulary file {path}: {e}") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the trailing newline
+    lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]  # TF strips a CR too
+    if not any(lines):
+        return 0  # no ids at all (empty, or blank lines only): never handed to a TF table
+    first: dict = {}
+    for i, ln in enumerate(lines, 1):
+        if not ln:
+            raise VocabularyError(f"{who}: vocabulary file {path} has a blank line at line {i} "
+                                  "(one id per line, no blank lines)")
+        if ln in first:
+            raise VocabularyError(f"{who}: vocabulary file {path} lists id {ln!r} twice (lines "
+                                  f"{first[ln]} and {i})")
+        first[ln] = i
+    return len(lines)
 
 
 def pad_like(x: tf.Tensor) -> tf.Tensor:
@@ -40,20 +112,40 @@ class IdLookup(keras.layers.Layer):
     ``vocabulary`` is a file path (one id per line, as written by the Beam job; tracked as a
     SavedModel asset) or a list of ids. Integer inputs are assumed to be looked up already and
     are only cast to int32 (so a lookup is idempotent).
+
+    The vocabulary is checked first (:func:`check_vocabulary`; errors name ``vocab_name``, the
+    ``features`` reading it and the file). An empty vocabulary builds no table: ``oov_only`` is
+    True, ``""`` -> 0 and any other value -> 1 (``input_dim`` 2), and a warning is logged.
     """
 
-    def __init__(self, vocabulary, **kwargs):
+    def __init__(self, vocabulary, vocab_name: Optional[str] = None,
+                 features: Sequence[str] = (), **kwargs):
         super().__init__(**kwargs)
-        self.lookup = keras.layers.StringLookup(vocabulary=vocabulary, mask_token="", num_oov_indices=1,
-                                                output_mode="int", name=f"{self.name}_sl")
+        self.vocab_name, self.features = vocab_name, list(features)
+        self.size = check_vocabulary(vocabulary, vocab_name, self.features)
+        self.oov_only = self.size == 0
+        if self.oov_only:
+            src = "" if not isinstance(vocabulary, (str, bytes)) else f" (file {vocabulary})"
+            log.warning("%s is empty%s: one OOV bucket, every non-empty value maps to OOV id "
+                        "%d and \"\" to padding %d", _who(vocab_name, self.features), src, OOV_ID,
+                        PAD_ID)
+            self.lookup = None
+        else:
+            self.lookup = keras.layers.StringLookup(vocabulary=vocabulary, mask_token="",
+                                                    num_oov_indices=1, output_mode="int",
+                                                    name=f"{self.name}_sl")
 
     @property
     def input_dim(self) -> int:
+        if self.oov_only:
+            return 2  # padding + the OOV bucket
         return int(self.lookup.vocabulary_size())  # includes mask + OOV
 
     def call(self, x):
         if x.dtype.is_integer:
             return tf.cast(x, tf.int32)
+        if self.oov_only:
+            return tf.where(tf.equal(x, ""), PAD_ID, OOV_ID)
         return tf.cast(self.lookup(x), tf.int32)
 
 

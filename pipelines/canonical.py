@@ -10,6 +10,20 @@ the field and the offending value. Reasons:
 * ``mistyped_field``       a value cannot be coerced to the field's type (``position="x"``,
                            ``is_history="2"``, a non-string profile value ...);
 * ``unparsable_timestamp`` the timestamp does not match the source's ``timestamp_format``;
+* ``timestamp_out_of_range`` the parsed timestamp (unix seconds) is outside the source's
+                           ``timestamp_range`` ``[min, max)``; the default,
+                           :data:`~pipelines.sources.base.DEFAULT_TIMESTAMP_RANGE`, is
+                           ``[0, 4102444800)`` = 1970-01-01 .. 2100-01-01 UTC, which accepts every
+                           built-in source (``amazon_beauty``'s relative per-user clock starts at
+                           0; MIND's history rows sit seconds before its first impression,
+                           2019-11-09) and rejects e.g. ``99999999999999999999``, a year in the
+                           trillions, or unix milliseconds read as seconds;
+* ``control_character``    a string id (``page_id``, ``user_id``, ``item_id``,
+                           ``trigger_item_id``, ``category_id``, ``seller_id``, ``user_<p>``)
+                           contains a control character (Unicode category Cc: the C0 controls
+                           U+0000-U+001F such as NUL or a tab, DEL U+007F and the C1 controls
+                           U+0080-U+009F) after the surrounding whitespace is stripped; the
+                           detail shows the value escaped (``repr``);
 * ``unknown_label``        the click label is not one of the accepted label values.
 
 Rules for the optional fields: ``position`` defaults to -1, ``trigger_item_id`` /
@@ -23,10 +37,11 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Any, Dict, Mapping, Optional, Union
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from ctrcore.schema import CANONICAL_FIELDS, USER_PROFILE_PREFIX
-from pipelines.sources.base import DeadLetter, RawRow
+from pipelines.sources.base import DEFAULT_TIMESTAMP_RANGE, DeadLetter, RawRow
 
 ORIGIN = "_origin"
 RAW = "_raw"
@@ -36,6 +51,8 @@ DEFAULT_LABEL_VALUES: Dict[str, int] = {
     "0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1, "False": 0, "True": 1}
 
 _STR_FIELDS = tuple(k for k, (t, _) in CANONICAL_FIELDS.items() if t is str)
+#: Unicode category Cc, exactly: C0 controls, DEL, C1 controls
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class _Bad(Exception):
@@ -50,7 +67,12 @@ def _is_empty(v: Any) -> bool:
 
 def _to_str(field: str, v: Any) -> str:
     if isinstance(v, str):
-        return v.strip()
+        s = v.strip()
+        m = _CONTROL.search(s)
+        if m:
+            raise _Bad("control_character", field, v,
+                       f"control character U+{ord(m.group()):04X} at index {m.start()}")
+        return s
     if isinstance(v, bool):
         raise _Bad("mistyped_field", field, v, "expected a string id")
     if isinstance(v, int):
@@ -130,9 +152,19 @@ def _label(v: Any, label_values: Optional[Mapping[Any, int]]) -> int:
     return int(out)
 
 
+def _utc(ts: int) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "not a representable date"
+
+
 def canonicalize(raw_row: RawRow, *, timestamp_format: str = "unix",
                  label_values: Optional[Mapping[Any, int]] = None,
-                 positives_only: bool = False) -> Union[Dict[str, Any], DeadLetter]:
+                 positives_only: bool = False,
+                 timestamp_range: Optional[Sequence[int]] = DEFAULT_TIMESTAMP_RANGE,
+                 ) -> Union[Dict[str, Any], DeadLetter]:
     """Coerce one raw row to a typed canonical row, or return a DeadLetter.
 
     The returned row holds every key of CANONICAL_FIELDS, the ``user_<p>`` profile columns
@@ -140,7 +172,9 @@ def canonicalize(raw_row: RawRow, *, timestamp_format: str = "unix",
     produced later in the job, e.g. ``duplicate_exposure``).
 
     ``label_values`` maps raw click values to 0/1 (e.g. ``{"click": 1, "view": 0}``); without it
-    0/1/true/false are accepted.
+    0/1/true/false are accepted. ``timestamp_range`` ``(min, max)`` in unix seconds: a parsed
+    timestamp outside ``[min, max)`` is a ``timestamp_out_of_range`` dead letter (``None``: no
+    check).
     """
     origin = str(raw_row.get(ORIGIN, "?:0"))
     raw = raw_row.get(RAW, {k: v for k, v in raw_row.items() if not k.startswith("_")})
@@ -173,6 +207,13 @@ def canonicalize(raw_row: RawRow, *, timestamp_format: str = "unix",
                 except (ValueError, OverflowError) as e:
                     raise _Bad("unparsable_timestamp", field, v,
                                f"format {timestamp_format!r}: {e}") from None
+                if timestamp_range is not None:
+                    lo, hi = timestamp_range
+                    ts = out[field]
+                    if not lo <= ts < hi:
+                        raise _Bad("timestamp_out_of_range", field, v,
+                                   f"{ts} s ({_utc(ts)} UTC) is outside the timestamp_range "
+                                   f"[{lo}, {hi}) = [{_utc(lo)}, {_utc(hi)}) UTC")
             elif field == "clicked":
                 out[field] = _label(v, label_values)
             elif typ is str:

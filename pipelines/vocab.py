@@ -3,6 +3,7 @@ id), ids seen fewer than ``min_freq`` times in the training split left out (they
 in-graph). Written through Beam's FileSystems so gs:// and hdfs:// work."""
 from __future__ import annotations
 
+import logging
 from typing import Iterable, List, Optional, Tuple
 
 
@@ -17,8 +18,15 @@ def vocab_lines(counts: Iterable[Tuple[str, int]], min_freq: int) -> List[str]:
 
 
 def write_lines(path: str, lines: List[str]) -> None:
+    """Write one id per line. An empty vocabulary (an optional field the log lacks, e.g. no
+    seller column) is written as an empty file and logged: the trainer gives the features that
+    read it one OOV bucket (``ctrcore.layers.IdLookup``)."""
     from apache_beam.io.filesystems import FileSystems
 
+    if not lines:
+        logging.warning("vocabulary %s is empty (no id in the training split: the log lacks "
+                        "this optional field?); its features get one OOV bucket in the model",
+                        path)
     fh = FileSystems.create(path)
     try:
         fh.write("".join(line + "\n" for line in lines).encode("utf-8"))

@@ -10,8 +10,9 @@
 =================  ====================================================================
 
 Every source exposes what :func:`pipelines.canonical.canonicalize` and the preprocessing job
-need as attributes: ``timestamp_format``, ``label_values``, ``positives_only``, ``split``,
-``user_profile`` (and ``canonical_kwargs()`` bundling the first three).
+need as attributes: ``timestamp_format``, ``label_values``, ``positives_only``,
+``timestamp_range``, ``split``, ``user_profile`` (and ``canonical_kwargs()`` bundling the first
+four).
 """
 from __future__ import annotations
 

@@ -15,9 +15,14 @@ A line a source cannot reshape at all (wrong column count, broken JSON, ...) is 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 RawRow = Dict[str, Any]
+
+#: default plausible timestamps, unix seconds ``[min, max)``: 1970-01-01 .. 2100-01-01 UTC.
+#: It accepts every built-in source (``amazon_beauty``'s relative per-user clock starts at 0;
+#: MIND's history rows are synthesized seconds before its first impression, 2019-11-09).
+DEFAULT_TIMESTAMP_RANGE: Tuple[int, int] = (0, 4102444800)
 
 
 @dataclasses.dataclass
@@ -49,11 +54,15 @@ class Source:
     user_profile: Sequence[str] = ()
     #: raw click value -> 0/1 (``None`` = accept 0/1/true/false).
     label_values: Optional[Dict[str, int]] = None
+    #: plausible timestamps, unix seconds ``(min, max)`` (max excluded); a row outside is a
+    #: ``timestamp_out_of_range`` dead letter. ``None`` = no check.
+    timestamp_range: Optional[Tuple[int, int]] = DEFAULT_TIMESTAMP_RANGE
 
     def canonical_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of :func:`pipelines.canonical.canonicalize` for this source."""
         return {"timestamp_format": self.timestamp_format, "label_values": self.label_values,
-                "positives_only": self.positives_only}
+                "positives_only": self.positives_only,
+                "timestamp_range": self.timestamp_range}
 
     def files(self) -> Sequence[str]:
         """Input files (for documentation / stats)."""

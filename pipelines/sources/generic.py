@@ -21,13 +21,13 @@ import dataclasses
 import fnmatch
 import json
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from apache_beam.io.filesystems import FileSystems
 
 from ctrcore.schema import CANONICAL_FIELDS, USER_PROFILE_PREFIX
 from pipelines.sources import lists
-from pipelines.sources.base import DeadLetter, RawRow, Source
+from pipelines.sources.base import DEFAULT_TIMESTAMP_RANGE, DeadLetter, RawRow, Source
 from pipelines.sources.fileio import (COMPRESSIONS, DEFAULT_MAX_LINE_BYTES, Record, Shard, TextOptions, compression_of, extension,
                                       iter_parquet_records, iter_raw_lines, iter_text_records,
                                       match_files, parquet_schema, plan_file, plan_parquet,
@@ -46,6 +46,8 @@ MAPPING_KEYS = ("format", "delimiter", "header", "columns", "user_profile", "tim
                 "description", "encoding", "compression", "quotechar", "max_line_bytes")
 #: list-shaped logs (docs/mapping.md "List-shaped logs", pipelines/sources/lists.py)
 MAPPING_KEYS += ("exposures", "history", "tables")
+#: plausible timestamps [min, max) (pipelines.canonical: ``timestamp_out_of_range``)
+MAPPING_KEYS += ("timestamp_range",)
 #: keys of a ``tables`` mapping that hold for the whole source (a table may not set them)
 SOURCE_WIDE_KEYS = ("timestamp_format", "positives_only", "label_values", "split",
                     "timestamp_range")
@@ -161,6 +163,7 @@ class LogMapping:
     optional: List[str] = dataclasses.field(default_factory=list)
     split: str = "time"
     constants: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    timestamp_range: Optional[Tuple[int, int]] = DEFAULT_TIMESTAMP_RANGE  # unix s, [min, max)
     encoding: str = "utf-8"  # text formats; ASCII-compatible (fileio.check_encoding)
     compression: str = "auto"  # a key of fileio.COMPRESSIONS; "auto" = from the suffix
     quotechar: Optional[str] = '"'  # csv; None = quotes are ordinary characters
@@ -292,6 +295,7 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
         except (ValueError, OverflowError) as e:
             raise _err(name, f"\"history\".timestamp {history.timestamp!r} does not parse with "
                              f"timestamp_format {ts_fmt!r}: {e}") from None
+    ts_range = parse_timestamp_range(d.get("timestamp_range", DEFAULT_TIMESTAMP_RANGE), name)
     labels = d.get("label_values")
     if labels is not None:
         if not isinstance(labels, dict) or not labels:
@@ -341,8 +345,48 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
                       max_line_bytes=max_line,
                     user_profile=prof, timestamp_format=ts_fmt, positives_only=positives_only,
                     label_values=labels, optional=list(optional), split=split,
-                    constants=dict(consts), name=name,
+                    constants=dict(consts), name=name, timestamp_range=ts_range,
                       exposures=exposures, history=history)
+
+
+def parse_timestamp_range(value: Any, name: str = "<dict>") -> Optional[Tuple[int, int]]:
+    """The mapping key ``timestamp_range``: ``[min, max]`` (max excluded), each bound unix
+    seconds or an ISO date/time such as ``"1990-01-01"`` / ``"2030-06-30T12:00:00"`` (naive =
+    UTC) -> ``(min, max)`` in unix seconds; ``null`` -> None (no check)."""
+    import datetime
+    import math
+
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _err(name, f"\"timestamp_range\" must be [min, max] (unix seconds or ISO dates "
+                         f"such as \"1990-01-01\"), got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool):
+            ok = None
+        elif isinstance(v, int):
+            ok = v
+        elif isinstance(v, float) and math.isfinite(v):
+            ok = math.floor(v)
+        elif isinstance(v, str):
+            try:
+                dt = datetime.datetime.fromisoformat(v.strip())
+            except ValueError:
+                ok = None
+            else:
+                if dt.tzinfo is None:
+                    dt = dt.replace(tzinfo=datetime.timezone.utc)
+                ok = int(dt.timestamp())
+        else:
+            ok = None
+        if ok is None:
+            raise _err(name, f"\"timestamp_range\" bound {v!r} is neither unix seconds nor an "
+                             "ISO date/time such as \"1990-01-01\"")
+        out.append(ok)
+    if out[0] >= out[1]:
+        raise _err(name, f"\"timestamp_range\" {value!r}: min must be before max")
+    return out[0], out[1]
 
 
 def _list_sections(d: Mapping[str, Any], name: str, cols: Mapping[str, str],
@@ -451,6 +495,7 @@ class GenericSource(RowSource):
         self.positives_only = m.positives_only
         self.split = m.split
         self.timestamp_format = m.timestamp_format
+        self.timestamp_range = m.timestamp_range
         self.label_values = m.label_values
         self.user_profile = tuple(m.user_profile)
         self._targets = m.targets()
