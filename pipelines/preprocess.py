@@ -5,11 +5,14 @@
         --negatives_per_positive=1 --seed=0 --valid_fraction=0.1 --test_fraction=0.1 \\
         --num_shards=0] [any Beam pipeline option, e.g. --runner=DataflowRunner --project=P \\
         --region=R --temp_location=gs://B/tmp | --runner=FlinkRunner --flink_master=H:P | \\
-        --direct_num_workers=2 --direct_running_mode=multi_processing]
+        --direct_num_workers=2 --direct_running_mode=multi_processing | --runner=DaskRunner \\
+        [--dask_client_address=HOST:8786]]
 
 Our flags are absl flags; every other ``--xxx`` argument goes to Beam's PipelineOptions
 unchanged. The runner defaults to DirectRunner (named explicitly: Beam's default would try to
-download the Prism runner). All I/O goes through Beam FileSystems, so OUT may be gs:// or hdfs://.
+download the Prism runner); ``--runner=DaskRunner`` is Beam's DaskRunner on a ``dask.distributed``
+cluster (``--dask_client_address``; without it Beam starts a local cluster). All I/O goes through
+Beam FileSystems, so OUT may be gs:// or hdfs://.
 
 Outputs:
   OUT/{train,valid,test}-SSSSS-of-NNNNN.tfrecord.gz  GZIP tf.train.Example per feature_spec.json
@@ -18,38 +21,45 @@ Outputs:
   OUT/stats.json                                     see pipelines/stats.py
   OUT/dead_letter-SSSSS-of-NNNNN.jsonl               {reason, detail, origin, raw} per bad row
 
-Graph (see docs in pipelines/examples.py for the example semantics)::
+Graph (see docs in pipelines/examples.py for the example semantics; every fan-out is one
+output of (tag, value) pairs split by FlatMaps, never a multi-output ParDo)::
 
-  read files -> canonicalize --dead--> ------------------------------------------+
-      | key by user, GroupByKey                                                    |
-  organize (dedup, pages) --dead (duplicate_exposure)--> -----------------------> dead letters
-      | UserLog ---> item table (AsDict), item universe, page-timestamp histogram -> cutoffs
-      v
-  build examples (side inputs) -> train / valid / test TFRecords
-      |-- stats counters (per bundle) -> merge -+
-      '-- train vocab counts (per bundle) -> per name -> vocab files -> sizes -+-> stats.json
+  read files -> canonicalize --(dead, d)--> -------------------------------------------+
+      | (rows, (user, row)), GroupByKey by user                                         |
+  organize (dedup, pages) --(dead, d) duplicates--> ----------------------------------> dead letters -> files
+      | (logs, UserLog) --> item table + page-timestamp histogram -> ONE context value
+      v                      (item table, item universe, time cutoffs)
+  build examples (context as a side input): ONE tuple per user
+      |-- train / valid / test examples -> sharded GZIP TFRecord files
+      |-- stats Counter per user -> summed -+
+      '-- token Counter per user -> summed -> vocab files -> sizes -+
+  rows read, dead-letter reasons, cutoffs, file paths of every sink -+-> Stats: stats.json,
+                                                                         feature_spec.json
+The last transform (Stats) consumes a piece of every sink as its main input, so a runner that
+computes only the last transform's graph (Beam 2.77's DaskRunner) still runs every sink.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
+from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from ctrcore.schema import SPEC_FILENAME, STATS_FILENAME, FeatureSpec
 from pipelines import stats as stats_lib
 from pipelines import transforms as T
 from pipelines.examples import BuildConfig
+from pipelines.sinks import (TEXT, TFRECORD, WriteShards, delete_orphan_spills,  # noqa: F401
+                             delete_stale_shards, hash_bucket)
 from pipelines.vocab import vocab_lines, write_lines, write_text
 
-INF = float("inf")
 
 
 @dataclasses.dataclass
@@ -63,48 +73,16 @@ class PreprocessConfig:
     seed: int = 0
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    num_shards: int = 0  # 0 = let the runner decide
-    shuffle_buckets: int = 4096  # train split written in a seeded hash order (shuffled_by_hash)
+    num_shards: int = 0  # files per split and for the dead letters; 0 = auto (AUTO_SHARDS)
+    shuffle_buckets: int = 4096  # > 0: train split in a seeded hash order; 0: the builder's
+    read_split_mb: float = 64.0  # byte range of one read shard of an uncompressed line file
+    spill_chunk_mb: float = 256.0  # most bytes of records a writer holds in memory
     source_name: str = ""
     input: str = ""
 
 
 def _join(*parts: str) -> str:
     return FileSystems.join(*parts)
-
-
-def hash_bucket(record: bytes, buckets: int, seed: int = 0) -> int:
-    """A bucket in ``[0, buckets)`` from a seeded BLAKE2b of the record (the same in every
-    process and run, unlike Python's salted ``hash``)."""
-    h = hashlib.blake2b(record, digest_size=8, key=int(seed).to_bytes(8, "little", signed=True))
-    return int.from_bytes(h.digest(), "little") % buckets
-
-
-@beam.ptransform_fn
-def shuffled_by_hash(pcoll, buckets: int, seed: int = 0):
-    """The same serialized records in a pseudo-random order that does not depend on the input's.
-
-    The example builder emits a user's examples together (and a page's together), so a split
-    written as built holds long runs of one user: a streamed reader with a shuffle buffer much
-    smaller than the split then trains on batches of a few hundred users at a time (measured on
-    Beauty: ~45 users per 1,024 consecutive records). Each record is keyed by
-    :func:`hash_bucket` and grouped, and every group is emitted sorted by a second hash. A
-    bucket is then a random sample of the split in a random order, so any window of consecutive
-    records is a random sample too, whatever order the runner emits the buckets in (runners
-    commonly keep the keys' first-appearance order). This needs many records per bucket:
-    N / ``buckets`` >= ~10 (the default 4,096 buckets for splits of 40k records and more;
-    a split under the reader's shuffle buffer, 10k, is mixed by the reader anyway).
-    Deterministic in content; no record is added or lost (a GroupByKey and its ungrouping).
-    """
-    second = seed + 1
-
-    def ungroup(kv):
-        return sorted(kv[1], key=lambda r: (hash_bucket(r, 1 << 62, second), r))
-
-    return (pcoll
-            | "KeyByHash" >> beam.Map(lambda r: (hash_bucket(r, buckets, seed), r))
-            | "GroupByHash" >> beam.GroupByKey()
-            | "UngroupSorted" >> beam.FlatMap(ungroup))
 
 
 def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
@@ -118,6 +96,9 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
         raise ValueError("--negatives_per_positive must be >= 0")
     if cfg.shuffle_buckets < 0:
         raise ValueError(f"--shuffle_buckets={cfg.shuffle_buckets} must be >= 0 (0 = no reordering)")
+    for name in ("read_split_mb", "spill_chunk_mb"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"--{name}={getattr(cfg, name)} must be > 0")
     return BuildConfig(short_len=cfg.short_len, long_len=cfg.long_len,
                        max_context=cfg.max_context,
                        user_profile=tuple(getattr(source, "user_profile", ()) or ()),
@@ -128,120 +109,234 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
 def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str, Any]:
     """Add the job to pipeline ``p``. Returns the main PCollections by name (``train``,
     ``valid``, ``test``: serialized examples; ``dead_letters``; ``stats``: the stats dict;
-    ``vocab_sizes``; ``user_logs``)."""
+    ``vocab_sizes``; ``user_logs``).
+
+    Runs the same on every runner, Beam 2.77's DaskRunner included (see
+    ``tests/test_dask_runner.py``), because the graph keeps to what that runner executes
+    correctly: no multi-output ParDo (``with_outputs``) or ``Partition`` (it merges tagged
+    outputs into one bag): one output of ``(tag, value)`` pairs split by :func:`T.select`;
+    nothing emitted from ``finish_bundle`` (it drops those outputs): counters are summed by
+    combiners; and the LAST transform applied, ``Stats``, consumes (as its main input, not a
+    side input) a piece of every sink (the file paths each writer returns, the vocabulary
+    sizes) and of every statistic: the DaskRunner computes only the last transform's graph.
+    Apply nothing after ``build_pipeline`` in a pipeline meant for the DaskRunner."""
     bcfg = _build_config(source, cfg)
     spec = FeatureSpec.create(bcfg.spec_config())
     out = cfg.output_dir
     source_name = cfg.source_name or getattr(source, "name", "?")
+    shards = resolve_num_shards(cfg.num_shards)
 
+    if hasattr(source, "split_bytes"):
+        source.split_bytes = int(cfg.read_split_mb * (1 << 20))
     raw = p | "Read" >> T.ReadSource(source)
-    rows_read = raw | "CountRead" >> beam.combiners.Count.Globally()
-    canon = raw | "Canonicalize" >> beam.ParDo(T.CanonicalizeFn(
-        source.canonical_kwargs())).with_outputs(T.DEAD, main="rows")
-    organized = (canon.rows
-                 | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
+    canon = raw | "Canonicalize" >> beam.ParDo(T.CanonicalizeFn(source.canonical_kwargs()))
+    organized = (canon
+                 | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
                  | "GroupByUser" >> beam.GroupByKey()
-                 | "Organize" >> beam.ParDo(T.OrganizeUserFn()).with_outputs(T.DEAD, main="logs"))
-    logs = organized.logs
+                 | "Organize" >> beam.ParDo(T.OrganizeUserFn()))
+    logs = organized | "Logs" >> beam.FlatMap(T.select, T.LOGS)
 
-    # item table and universe (from the whole clean log)
-    item_table = (logs | "ItemSides" >> beam.FlatMap(T.item_sides)
-                  | "ItemTable" >> beam.CombinePerKey(T.ItemSideFn()))
-    universe = (item_table | "ItemIds" >> beam.Keys()
-                | "Universe" >> beam.combiners.ToList()
-                | "SortUniverse" >> beam.Map(sorted))
-
-    # time-split cutoffs from the page-timestamp histogram
+    # what every user's examples need from the whole log, as ONE side input: the item table
+    # (most frequent sides per item), the item universe and the time-split cutoffs
+    items = (logs | "ItemSides" >> beam.FlatMap(T.item_sides)
+             | "ItemTable" >> beam.CombinePerKey(T.ItemSideFn())
+             | "TagItems" >> beam.Map(lambda kv: ("item", kv)))
+    ctx_parts = [items, p | "CtxOnce" >> beam.Create([("once", None)])]
     if bcfg.split == "time":
-        cutoffs = (logs | "PageTs" >> beam.FlatMap(lambda lg: [ts for _, ts, _ in lg.pages])
-                   | "CountTs" >> beam.combiners.Count.PerElement()
-                   | "TsHistogram" >> beam.combiners.ToDict()
-                   | "Cutoffs" >> beam.Map(stats_lib.time_cutoffs, cfg.valid_fraction,
-                                           cfg.test_fraction))
-    else:
-        cutoffs = p | "NoCutoffs" >> beam.Create([(INF, INF)])
+        ctx_parts.append(logs | "PageTs" >> beam.FlatMap(T.page_timestamps)
+                         | "CountTs" >> beam.combiners.Count.PerElement()
+                         | "TagTs" >> beam.Map(lambda kv: ("ts", kv)))
+    ctx = (ctx_parts | "CtxParts" >> beam.Flatten()
+           | "Context" >> beam.CombineGlobally(T.ContextFn(
+               bcfg.split, cfg.valid_fraction, cfg.test_fraction)).without_defaults())
 
-    built = logs | "BuildExamples" >> beam.ParDo(
-        T.BuildExamplesFn(bcfg), beam.pvalue.AsDict(item_table),
-        beam.pvalue.AsSingleton(universe), beam.pvalue.AsSingleton(cutoffs)
-    ).with_outputs("valid", "test", T.STATS, T.TOKENS, main="train")
-
-    train = built.train
-    if cfg.shuffle_buckets > 0:
-        train = train | "ShuffleTrain" >> shuffled_by_hash(cfg.shuffle_buckets, cfg.seed)
-    splits = {"train": train, "valid": built.valid, "test": built.test}
+    built = logs | "BuildExamples" >> beam.ParDo(T.BuildExamplesFn(bcfg),
+                                                 beam.pvalue.AsSingleton(ctx))
+    splits = {name: built | f"Examples_{name}" >> beam.FlatMap(T.user_examples, field)
+              for name, field in T.SPLIT_FIELD.items()}
+    # every split written in a seeded hash order (the builder emits a user's examples together:
+    # a streamed reader with a shuffle buffer would train on batches of a few hundred users),
+    # the train split in the builder's order with --shuffle_buckets=0; no record is held in
+    # memory beyond one --spill_chunk_mb chunk (pipelines/sinks.py)
+    chunk = int(cfg.spill_chunk_mb * (1 << 20))
+    written = {}  # sink name -> PCollection of the paths written
+    sinks = {}  # sink name -> (prefix, suffix)
     for name, pc in splits.items():
-        pc | f"Write_{name}" >> beam.io.WriteToTFRecord(
-            _join(out, name), file_name_suffix=".tfrecord.gz", num_shards=cfg.num_shards,
-            compression_type=CompressionTypes.GZIP)
+        sinks[name] = (_join(out, name), ".tfrecord.gz")
+        order = "made" if name == "train" and cfg.shuffle_buckets == 0 else "hash"
+        written[name] = pc | f"Write_{name}" >> WriteShards(
+            *sinks[name], num_shards=shards[name], fmt=TFRECORD, seed=cfg.seed + 2,
+            order=order, chunk_bytes=chunk)
 
     # dead letters
-    dead = ((canon[T.DEAD], organized[T.DEAD]) | "AllDead" >> beam.Flatten())
-    dead | "DeadJson" >> beam.Map(T.dead_letter_json) | "WriteDead" >> beam.io.WriteToText(
-        _join(out, "dead_letter"), file_name_suffix=".jsonl", num_shards=cfg.num_shards)
+    dead = ((canon | "CanonDead" >> beam.FlatMap(T.select, T.DEAD),
+             organized | "OrganizeDead" >> beam.FlatMap(T.select, T.DEAD))
+            | "AllDead" >> beam.Flatten())
+    sinks["dead_letter"] = (_join(out, "dead_letter"), ".jsonl")
+    written["dead_letter"] = (dead | "DeadJson" >> beam.Map(T.dead_letter_json)
+                              | "Write_dead_letter" >> WriteShards(
+                                  *sinks["dead_letter"], num_shards=shards["dead_letter"],
+                                  fmt=TEXT, seed=cfg.seed + 2, order="sorted",
+                                  chunk_bytes=chunk))
     reasons = (dead | "Reason" >> beam.Map(lambda d: d.reason)
                | "CountReasons" >> beam.combiners.Count.PerElement())
 
-    # vocabularies from the train split
+    # vocabularies from the train split: one token Counter per user, summed
     min_freq = cfg.min_freq
     vocab_names = sorted(spec.vocabularies)
     vocab_paths = {v: _join(out, *spec.vocabularies[v].split("/")) for v in vocab_names}
 
+    def by_vocab(tokens):
+        per = {v: [] for v in vocab_names}
+        for (name, tok), n in tokens.items():
+            if name not in per:
+                raise KeyError(f"vocabulary {name!r} not in the feature spec {vocab_names}")
+            per[name].append((tok, n))
+        return sorted(per.items())
+
     def write_vocab(kv):
         name, counts = kv
-        if name not in vocab_paths:
-            raise KeyError(f"vocabulary {name!r} not in the feature spec {vocab_names}")
-        lines = vocab_lines([c for c in counts if c is not None], min_freq)
+        lines = vocab_lines(counts, min_freq)
         write_lines(vocab_paths[name], lines)
         return name, len(lines)
 
-    token_counts = (built[T.TOKENS] | "TokenItems" >> beam.FlatMap(lambda c: c.items())
-                    | "SumTokens" >> beam.CombinePerKey(sum)
-                    | "ByVocab" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))))
-    all_names = p | "VocabNames" >> beam.Create([(v, None) for v in vocab_names])
-    vocab_sizes = ((token_counts, all_names) | "VocabAll" >> beam.Flatten()
-                   | "GroupVocab" >> beam.GroupByKey()
-                   | "WriteVocab" >> beam.Map(write_vocab))
+    def summed(field, label):
+        """The Counters of one field of every user, summed (an empty Counter on an empty log)."""
+        return ((built | f"User_{label}" >> beam.Map(T.user_field, field),
+                 p | f"Empty_{label}" >> beam.Create([Counter()]))
+                | f"All_{label}" >> beam.Flatten()
+                | f"Sum_{label}" >> beam.CombineGlobally(T.MergeCounters()).without_defaults())
 
-    summary = built[T.STATS] | "MergeStats" >> beam.CombineGlobally(T.MergeCounters())
+    vocab_sizes = (summed(T.OUT_TOKENS, "tokens")
+                   | "ByVocab" >> beam.FlatMap(by_vocab)
+                   | "SpreadVocab" >> beam.Reshuffle()
+                   | "WriteVocab" >> beam.Map(write_vocab))
+    summary = summed(T.OUT_STATS, "stats")
+    rows_read = raw | "CountRead" >> beam.CombineGlobally(
+        beam.combiners.CountCombineFn()).without_defaults()
 
     config = dataclasses.asdict(cfg)
     config.update(user_profile=list(bcfg.user_profile), positives_only=bcfg.positives_only,
                   timestamp_format=getattr(source, "timestamp_format", "unix"))
 
-    def finish(_, rows_read, reasons, summary, vocab_sizes, cutoffs):
+    def finish(kv):
+        got = collections.defaultdict(list)
+        for tag, value in kv[1]:
+            got[tag].append(value)
         st = stats_lib.assemble(
-            rows_read=rows_read, dead_letter_reasons=reasons, summary=summary,
-            vocab_sizes=vocab_sizes, cutoffs=cutoffs if bcfg.split == "time" else None,
+            rows_read=sum(got["rows_read"]), dead_letter_reasons=dict(got["reason"]),
+            summary=T.MergeCounters().merge_accumulators(got["summary"]),
+            vocab_sizes=dict(got["vocab"]),
+            cutoffs=got["cutoffs"][0] if bcfg.split == "time" else None,
             source=source_name, seed=cfg.seed, split=bcfg.split, config=config)
+        files = collections.defaultdict(list)
+        for name, path in got["file"]:
+            files[name].append(path)
+        for name, (prefix, suffix) in sorted(sinks.items()):
+            if len(files[name]) != shards[name]:
+                raise RuntimeError(f"sink {name}: {len(files[name])} files written, "
+                                   f"expected {shards[name]}")
+            delete_stale_shards(prefix, suffix, files[name])
+            delete_orphan_spills(prefix)
         write_text(_join(out, STATS_FILENAME), json.dumps(st, indent=1, sort_keys=True))
         write_text(_join(out, SPEC_FILENAME), json.dumps(spec.to_json(), indent=1, sort_keys=True))
         logging.info("preprocess: %s", json.dumps({k: st[k] for k in (
             "rows_read", "rows_used", "rows_dead_letter", "examples")}))
         return st
 
-    stats = (p | "Once" >> beam.Create([None])
-             | "Stats" >> beam.Map(finish, beam.pvalue.AsSingleton(rows_read),
-                                   beam.pvalue.AsDict(reasons), beam.pvalue.AsSingleton(summary),
-                                   beam.pvalue.AsDict(vocab_sizes),
-                                   beam.pvalue.AsSingleton(cutoffs)))
-    return {"train": built.train, "valid": built.valid, "test": built.test,
+    def tag(label, t):
+        return f"Tag_{label}" >> beam.Map(lambda v: (t, v))
+
+    pieces = [
+        rows_read | tag("rows_read", "rows_read"),
+        reasons | tag("reasons", "reason"),
+        summary | tag("summary", "summary"),
+        vocab_sizes | tag("vocab", "vocab"),
+        ctx | "Tag_cutoffs" >> beam.Map(lambda c: ("cutoffs", c[2])),
+        p | "StatsOnce" >> beam.Create([("once", None)]),
+    ]
+    for name, pc in written.items():
+        pieces.append(pc | f"Tag_files_{name}" >> beam.Map(lambda path, n=name: ("file", (n, path))))
+    # the last transform: every sink and statistic is upstream of its main input
+    stats = (pieces | "AllPieces" >> beam.Flatten()
+             | "OneKey" >> beam.Map(lambda v: (None, v))
+             | "GatherPieces" >> beam.GroupByKey()
+             | "Stats" >> beam.Map(finish))
+    return {"train": splits["train"], "valid": splits["valid"], "test": splits["test"],
             "dead_letters": dead, "stats": stats, "vocab_sizes": vocab_sizes, "user_logs": logs}
 
 
+#: sinks and their shard count when --num_shards=0 (auto)
+AUTO_SHARDS = {"train": 1, "valid": 1, "test": 1, "dead_letter": 1}
+
+
+def resolve_num_shards(num_shards: int) -> Dict[str, int]:
+    """Files per sink: ``num_shards`` for every sink, or :data:`AUTO_SHARDS` when 0."""
+    if num_shards < 0:
+        raise ValueError(f"--num_shards={num_shards} must be >= 0 (0 = auto)")
+    return {k: (num_shards or v) for k, v in AUTO_SHARDS.items()}
+
+
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
+def _runner_args(beam_args: Sequence[str]) -> List[str]:
+    """``--runner=DaskRunner`` (or ``--runner DaskRunner``; any case) -> Beam's dotted path:
+    Beam 2.77 refuses the bare name ("Unexpected pipeline runner")."""
+    args, i = [], 0
+    beam_args = list(beam_args)
+    while i < len(beam_args):
+        a = beam_args[i]
+        if a.startswith("--runner=") and a.split("=", 1)[1].lower() in ("daskrunner", "dask"):
+            a = f"--runner={DASK_RUNNER}"
+        elif a == "--runner" and i + 1 < len(beam_args) and \
+                beam_args[i + 1].lower() in ("daskrunner", "dask"):
+            args.append(a)
+            args.append(DASK_RUNNER)
+            i += 2
+            continue
+        args.append(a)
+        i += 1
+    return args
+
+
+def is_dask(opts: PipelineOptions) -> bool:
+    runner = opts.view_as(StandardOptions).runner or ""
+    return runner == DASK_RUNNER or runner.split(".")[-1] == "DaskRunner"
+
+
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options from the pass-through args; DirectRunner unless a runner is named."""
-    args = list(beam_args)
+    """Beam options from the pass-through args; DirectRunner unless a runner is named;
+    ``--runner=DaskRunner`` maps to Beam's DaskRunner class (``apache-beam[dask]``)."""
+    args = _runner_args(beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
-    return PipelineOptions(args)
+    opts = PipelineOptions(args)
+    if is_dask(opts):
+        try:  # registers DaskOptions (--dask_client_address, --dask_npartitions, ...)
+            import apache_beam.runners.dask.dask_runner  # noqa: F401
+            import distributed  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(f"--runner=DaskRunner needs apache-beam[dask] (dask, distributed): {e}")
+    return opts
 
 
 def run(source, cfg: PreprocessConfig, beam_args: Sequence[str] = ()) -> dict:
-    """Run the job to completion; returns the stats dict (read back from OUT/stats.json)."""
+    """Run the job to completion; returns the stats dict (read back from OUT/stats.json).
+
+    ``with beam.Pipeline`` runs the job and calls the result's ``wait_until_finish``, which on
+    the DaskRunner gathers every task's result and so raises a worker's error here. The Dask
+    client the DaskRunner opened (and the local cluster it started when no
+    ``--dask_client_address`` was given) is closed afterwards."""
     opts = pipeline_options(beam_args)
-    with beam.Pipeline(options=opts) as p:
-        build_pipeline(p, source, cfg)
+    p = beam.Pipeline(options=opts)
+    try:
+        with p:
+            build_pipeline(p, source, cfg)
+    finally:
+        client = getattr(getattr(p, "result", None), "client", None)
+        if client is not None:
+            client.close()
     with FileSystems.open(_join(cfg.output_dir, STATS_FILENAME)) as fh:
         return json.loads(fh.read().decode("utf-8"))
 
@@ -274,11 +369,19 @@ def _define_flags():
     flags.DEFINE_integer("seed", 0, "seed of every random choice of the job", **d)
     flags.DEFINE_float("valid_fraction", 0.1, "time split: fraction of pages for validation", **d)
     flags.DEFINE_float("test_fraction", 0.1, "time split: fraction of pages for test", **d)
-    flags.DEFINE_integer("num_shards", 0, "output shards per split (0 = runner decides)", **d)
-    flags.DEFINE_integer("shuffle_buckets", 4096, "write the train split in a seeded hash order: "
-                         "records grouped into this many hash buckets, each a random sample of "
-                         "the split, so streamed readers see mixed batches (0 = the builder's "
-                         "user-grouped order)", **d)
+    flags.DEFINE_integer("num_shards", 0, "files per split and for the dead letters, rows "
+                         "assigned by a seeded hash (0 = auto: one file each; set >= the "
+                         "workers of a cluster for parallel writes)", **d)
+    flags.DEFINE_integer("shuffle_buckets", 4096, "> 0: write the train split in a seeded "
+                         "hash order (each shard in chunks of at most --spill_chunk_mb, each "
+                         "chunk a random sample of the shard in a random order), so streamed "
+                         "readers see mixed batches; 0: the builder's user-grouped order. Any "
+                         "positive value means the same (kept for flagfiles of older versions)",
+                         **d)
+    flags.DEFINE_float("read_split_mb", 64.0, "an uncompressed CSV/TSV/JSON-lines input larger "
+                       "than this is read in byte ranges of this size, in parallel", **d)
+    flags.DEFINE_float("spill_chunk_mb", 256.0, "most bytes of records one writer holds in "
+                       "memory (larger output shards are merged in chunks)", **d)
     _FLAGS = fv
     return fv
 
@@ -307,6 +410,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         negatives_per_positive=FLAGS.negatives_per_positive, seed=FLAGS.seed,
         valid_fraction=FLAGS.valid_fraction, test_fraction=FLAGS.test_fraction,
         num_shards=FLAGS.num_shards, shuffle_buckets=FLAGS.shuffle_buckets,
+        read_split_mb=FLAGS.read_split_mb, spill_chunk_mb=FLAGS.spill_chunk_mb,
         source_name=FLAGS.source, input=FLAGS.input)
     st = run(source, cfg, rest)
     print(json.dumps({k: st[k] for k in ("rows_read", "rows_used", "rows_dead_letter",

@@ -7,27 +7,26 @@ from collections import Counter
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.canonical import canonicalize
 from pipelines.examples import BuildConfig, UserExampleBuilder
 from pipelines.pages import UserLog, organize_user
 from pipelines.sources.base import DeadLetter
+from pipelines.sources.fileio import LINE_FORMATS, count_newlines, line_bases
 
 DEAD = "dead"
-STATS = "stats"
-TOKENS = "tokens"
-
-
-def _global(v) -> WindowedValue:
-    return WindowedValue(v, MIN_TIMESTAMP, [GlobalWindow()])
+ROWS = "rows"
+LOGS = "logs"
 
 
 class ReadSource(beam.PTransform):
-    """Source -> PCollection of raw rows and DeadLetters; one ``read_file`` per input file, with a
-    reshuffle in between so files are read in parallel on distributed runners."""
+    """Source -> ONE PCollection of raw rows and DeadLetters, every file read in pieces in
+    parallel (:mod:`pipelines.sources.fileio`): files are planned into shards (byte ranges of
+    large uncompressed line files, Parquet row groups, whole compressed files), the newlines of
+    every shard but a file's last are counted so each shard knows its first line number (a
+    CoGroupByKey join, not a side input: runners that recompute side inputs, such as Beam's
+    DaskRunner, would re-count for every bundle), and the shards are read after a reshuffle.
+    No tagged outputs, so the transform runs unchanged on every runner."""
 
     def __init__(self, source):
         super().__init__()
@@ -38,14 +37,39 @@ class ReadSource(beam.PTransform):
         if not files:
             raise FileNotFoundError(f"source {getattr(self.source, 'name', '?')!r}: no input files")
         source = self.source
-        return (p | "Files" >> beam.Create(files)
-                | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadFile" >> beam.FlatMap(lambda path: source.read_file(path)))
+        shards = (p | "Files" >> beam.Create(files)
+                  | "SpreadFiles" >> beam.Reshuffle()
+                  | "PlanShards" >> beam.FlatMap(source.plan))
+        keyed = shards | "KeyShards" >> beam.Map(lambda s: ((s.path, s.index), s))
+        bases = (shards
+                 | "CountableShards" >> beam.Filter(_needs_line_count)
+                 | "SpreadCounts" >> beam.Reshuffle()
+                 | "CountNewlines" >> beam.Map(lambda s: (s.path, (s.index, count_newlines(s))))
+                 | "CountsByFile" >> beam.GroupByKey()
+                 | "LineBases" >> beam.FlatMap(
+                     lambda kv: [((kv[0], i), n) for i, n in line_bases(list(kv[1])).items()]))
+        return ({"shard": keyed, "base": bases}
+                | "JoinLineBases" >> beam.CoGroupByKey()
+                | "WithLineBase" >> beam.FlatMap(_shard_with_base)
+                | "SpreadShards" >> beam.Reshuffle()
+                | "ReadShards" >> beam.FlatMap(lambda sb: source.read_shard(*sb)))
+
+
+def _needs_line_count(shard) -> bool:
+    return shard.fmt in LINE_FORMATS and not shard.last
+
+
+def _shard_with_base(kv):
+    joined = kv[1]
+    for shard in joined["shard"]:
+        yield shard, next(iter(joined["base"]), 0)
 
 
 class CanonicalizeFn(beam.DoFn):
-    """Raw rows -> canonical rows (main output) and DeadLetters (tag ``dead``); the source's own
-    DeadLetters pass straight to ``dead``."""
+    """Raw rows -> ``(ROWS, (user_id, canonical row))`` and ``(DEAD, DeadLetter)`` pairs in ONE
+    output (the source's own DeadLetters pass straight through as ``(DEAD, d)``); split them
+    with :func:`select`. No tagged outputs: Beam's DaskRunner puts every tagged output of a
+    multi-output ParDo in one bag that every consumer reads."""
 
     def __init__(self, canonical_kwargs: Dict[str, Any]):
         """``canonical_kwargs``: keyword arguments of :func:`canonicalize` (the source's
@@ -54,30 +78,46 @@ class CanonicalizeFn(beam.DoFn):
 
     def process(self, raw):
         if isinstance(raw, DeadLetter):
-            yield beam.pvalue.TaggedOutput(DEAD, raw)
-            return
+            return ((DEAD, raw),)
         out = canonicalize(raw, **self.kwargs)
         if isinstance(out, DeadLetter):
-            yield beam.pvalue.TaggedOutput(DEAD, out)
-        else:
-            yield out
+            return ((DEAD, out),)
+        return ((ROWS, (out["user_id"], out)),)
 
 
 class OrganizeUserFn(beam.DoFn):
-    """(user_id, rows) -> UserLog (main) + duplicate_exposure DeadLetters (tag ``dead``)."""
+    """(user_id, rows) -> ``(LOGS, UserLog)`` and ``(DEAD, DeadLetter)`` pairs (duplicates) in
+    one output; split them with :func:`select`."""
 
     def process(self, kv):
         user_id, rows = kv
         log, dead = organize_user(user_id, rows)
         for d in dead:
-            yield beam.pvalue.TaggedOutput(DEAD, d)
-        yield log
+            yield DEAD, d
+        yield LOGS, log
+
+
+def select(tagged, tag):
+    """FlatMap function: the value of a ``(tag, value)`` pair whose tag is ``tag``."""
+    return (tagged[1],) if tagged[0] == tag else ()
+
+
+#: fields of a :class:`BuildExamplesFn` output (one tuple per user)
+OUT_TRAIN, OUT_VALID, OUT_TEST, OUT_STATS, OUT_TOKENS = range(5)
+SPLIT_FIELD = {"train": OUT_TRAIN, "valid": OUT_VALID, "test": OUT_TEST}
 
 
 class BuildExamplesFn(beam.DoFn):
-    """UserLog -> serialized examples, tagged by split (main output = train). Statistics and
-    train vocabulary counts are pre-aggregated per bundle and emitted in ``finish_bundle``
-    (tags ``stats`` and ``tokens``), so the per-example cost stays in the encoder."""
+    """UserLog -> ONE tuple per user: ``(train, valid, test, stats, tokens)`` = the user's
+    serialized examples of each split (lists, in build order), the user's statistics Counter
+    and train vocabulary token Counter (``(vocabulary, token) -> n``).
+
+    One element per user, not tagged outputs (Beam's DaskRunner merges tagged outputs) and not
+    per-bundle counters emitted in ``finish_bundle`` (the DaskRunner drops those outputs): the
+    consumers take a field each (:func:`user_field`, :func:`user_examples`) at a per-user, not
+    per-example, cost, and the Counters are summed by a combiner (``MergeCounters``), which
+    runners lift into per-bundle partial sums. Side input ``ctx``: ``(item_table, universe,
+    cutoffs)`` from :class:`ContextFn`."""
 
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
@@ -85,24 +125,69 @@ class BuildExamplesFn(beam.DoFn):
     def setup(self):
         self.builder = UserExampleBuilder(self.cfg)
 
-    def start_bundle(self):
-        self.stats: Counter = Counter()
-        self.tokens: Counter = Counter()
+    def process(self, log: UserLog, ctx):
+        item_table, universe, cutoffs = ctx
+        stats: Counter = Counter()
+        tokens: Counter = Counter()
+        out = ([], [], [])
+        for split, ex in self.builder.build(log, item_table, universe, cutoffs, stats, tokens):
+            out[SPLIT_FIELD[split]].append(ex)
+        yield out + (stats, tokens)
 
-    def process(self, log: UserLog, item_table, universe, cutoffs):
-        for split, ex in self.builder.build(log, item_table, universe, cutoffs,
-                                            self.stats, self.tokens):
-            if split == "train":
-                yield ex
-            else:
-                yield beam.pvalue.TaggedOutput(split, ex)
 
-    def finish_bundle(self):
-        if self.stats:
-            yield beam.pvalue.TaggedOutput(STATS, _global(self.stats))
-        if self.tokens:
-            yield beam.pvalue.TaggedOutput(TOKENS, _global(self.tokens))
-        self.stats, self.tokens = Counter(), Counter()
+def user_examples(built, field: int):
+    """FlatMap function: the examples of one split of a :class:`BuildExamplesFn` output."""
+    return built[field]
+
+
+def user_field(built, field: int):
+    """Map function: one field of a :class:`BuildExamplesFn` output."""
+    return built[field]
+
+
+class ContextFn(beam.CombineFn):
+    """What every user's example building needs from the whole log, as ONE value
+    ``(item_table, universe, cutoffs)``: ``item_table`` {item: (category, seller)} from
+    ``("item", (item, sides))`` inputs, ``universe`` its sorted item ids (negative sampling),
+    ``cutoffs`` the time-split cutoffs from ``("ts", (page timestamp, pages))`` inputs
+    (``(inf, inf)`` for leave-last-out). Other inputs (a ``("once", None)`` that guarantees one
+    output on an empty log) are ignored. One side input instead of three: a runner that
+    recomputes side inputs (Beam's DaskRunner) recomputes their upstream once, not 3 times."""
+
+    def __init__(self, split: str, valid_fraction: float, test_fraction: float):
+        self.split, self.valid_fraction, self.test_fraction = split, valid_fraction, test_fraction
+
+    def create_accumulator(self):
+        return ({}, Counter())
+
+    def add_input(self, acc, tagged):
+        tag, value = tagged
+        if tag == "item":
+            acc[0][value[0]] = value[1]
+        elif tag == "ts":
+            acc[1][value[0]] += value[1]
+        return acc
+
+    def merge_accumulators(self, accs):
+        table, ts = {}, Counter()
+        for t, c in accs:
+            table.update(t)
+            ts.update(c)
+        return (table, ts)
+
+    def extract_output(self, acc):
+        from pipelines.stats import time_cutoffs
+
+        table, ts = acc
+        if self.split == "time":
+            cutoffs = time_cutoffs(ts, self.valid_fraction, self.test_fraction)
+        else:
+            cutoffs = (float("inf"), float("inf"))
+        return (table, sorted(table), cutoffs)
+
+
+def page_timestamps(log: UserLog):
+    return [ts for _, ts, _ in log.pages]
 
 
 class MergeCounters(beam.CombineFn):

@@ -31,7 +31,8 @@ DATAFLOW = ["--runner=DataflowRunner", "--project=my-project-123", "--region=us-
 FLINK = ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
 SPARK = ["--runner=SparkRunner"]
 #: transforms of build_pipeline that must be in every graph (label prefixes)
-EXPECTED = ("VocabNames", "WriteVocab", "MergeStats", "Stats", "Once")
+EXPECTED = ("Context", "Sum_tokens", "WriteVocab", "Sum_stats", "Write_train", "Write_dead_letter",
+            "GatherPieces", "Stats")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import random
 
 import apache_beam as beam
 
-from pipelines import spill
+from pipelines import sinks as spill
 from tests.test_preprocess_util import read_records
 
 

@@ -49,9 +49,7 @@ class CanonicalLogBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         from pipelines.canonical import canonicalize
 
         source = get_source(self.SOURCE, manual_dir)
-        kwargs = dict(timestamp_format=source.timestamp_format,
-                      label_values=getattr(source, "label_values", None),
-                      positives_only=source.positives_only)
+        kwargs = source.canonical_kwargs()
         dead = collections.Counter()
         names = list(CANONICAL_FIELDS) + [USER_PROFILE_PREFIX + p for p in self.USER_PROFILE]
         for key, raw in enumerate(source.read()):
