@@ -234,9 +234,9 @@ def test_parquet_row_groups_are_shards_with_record_numbers(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The whole job on a Beam filesystem of the tests' own
 # ---------------------------------------------------------------------------------------------
-def _job(source, out):
+def _job(source, out, read_split_mb=64.0):
     cfg = P.PreprocessConfig(output_dir=str(out), num_shards=1, valid_fraction=0.2,
-                             test_fraction=0.2)
+                             test_fraction=0.2, read_split_mb=read_split_mb)
     return P.run(source, cfg, ["--runner=DirectRunner"])
 
 
@@ -252,8 +252,8 @@ def test_whole_job_reads_its_input_through_beam_filesystems(tmp_path):
     mapping_url = memfs.put("bucket/mapping.json", json.dumps(MAPPING).encode())
     src = get_source("generic", "memfs://bucket/logs/", mapping=mapping_url)
     assert src.files() == urls[:2]
-    src.split_bytes = 300  # the plain part is read in several byte ranges
-    st_mem = _job(src, tmp_path / "mem")
+    st_mem = _job(src, tmp_path / "mem", read_split_mb=300 / (1 << 20))  # plain part: 3 shards
+    assert src.split_bytes == 300 and len(src.plan(urls[0])) >= 3
     assert memfs.MemFileSystem.OPENS[urls[0]] >= 3 and memfs.MemFileSystem.OPENS[urls[1]] >= 2
     st_loc = _job(get_source("generic", local, mapping=MAPPING), tmp_path / "loc")
     for split in ("train", "valid", "test"):
