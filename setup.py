@@ -27,7 +27,9 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # hypothesis: property tests; pytest-xdist: the default run on both cores (scripts/test.sh)
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "pytest-xdist>=3.5"],
+        "dask": ["apache-beam[dask]>=2.77,<2.78"],  # the preprocessing job on a Dask cluster
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "dataflow": ["apache-beam[gcp]>=2.77,<2.78"],
         "bench": ["deepctr==0.9.4"],  # the peer DIN of benchmarks/peer_din.py

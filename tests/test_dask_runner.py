@@ -132,7 +132,6 @@ def test_graph_runs_on_dask_semantics(log_csv, tmp_path):
 def test_dask_bag_graph_holds_every_transform(log_csv, tmp_path):
     """The DaskRunner's own translation (no cluster: bags are lazy): the graph of the last bag,
     the only one it computes, holds the bag of every transform of the job."""
-    pytest.importorskip("dask")
     from apache_beam.runners.dask.dask_runner import DaskRunner
     from apache_beam.runners.dask.overrides import dask_overrides
 
