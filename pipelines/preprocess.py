@@ -55,6 +55,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from ctrcore.schema import SPEC_FILENAME, STATS_FILENAME, FeatureSpec
 from pipelines import stats as stats_lib
 from pipelines import transforms as T
+from pipelines.caps import DEFAULT_MAX_ROWS_PER_USER, check_max_rows
 from pipelines.examples import BuildConfig
 from pipelines.sinks import (TEXT, TFRECORD, WriteShards, delete_orphan_spills,  # noqa: F401
                              delete_stale_shards, hash_bucket)
@@ -77,6 +78,7 @@ class PreprocessConfig:
     shuffle_buckets: int = 4096  # > 0: train split in a seeded hash order; 0: the builder's
     read_split_mb: float = 64.0  # byte range of one read shard of an uncompressed line file
     spill_chunk_mb: float = 256.0  # most bytes of records a writer holds in memory
+    max_rows_per_user: int = DEFAULT_MAX_ROWS_PER_USER  # 0 = no cap (pipelines/caps.py)
     source_name: str = ""
     input: str = ""
 
@@ -96,6 +98,7 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
         raise ValueError("--negatives_per_positive must be >= 0")
     if cfg.shuffle_buckets < 0:
         raise ValueError(f"--shuffle_buckets={cfg.shuffle_buckets} must be >= 0 (0 = no reordering)")
+    check_max_rows(cfg.max_rows_per_user)
     for name in ("read_split_mb", "spill_chunk_mb"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"--{name}={getattr(cfg, name)} must be > 0")
@@ -133,7 +136,7 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
     organized = (canon
                  | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
                  | "GroupByUser" >> beam.GroupByKey()
-                 | "Organize" >> beam.ParDo(T.OrganizeUserFn()))
+                 | "Organize" >> beam.ParDo(T.OrganizeUserFn(cfg.max_rows_per_user)))
     logs = organized | "Logs" >> beam.FlatMap(T.select, T.LOGS)
 
     # what every user's examples need from the whole log, as ONE side input: the item table
@@ -382,6 +385,11 @@ def _define_flags():
                        "than this is read in byte ranges of this size, in parallel", **d)
     flags.DEFINE_float("spill_chunk_mb", 256.0, "most bytes of records one writer holds in "
                        "memory (larger output shards are merged in chunks)", **d)
+    flags.DEFINE_integer("max_rows_per_user", DEFAULT_MAX_ROWS_PER_USER, "keep each user's most "
+                         "recent N rows (by timestamp, then origin); older rows of a heavier "
+                         "user (a crawler, a shared device id) become user_row_cap dead "
+                         "letters, so one key cannot stall a worker or exhaust its memory "
+                         "(0 = no cap)", **d)
     _FLAGS = fv
     return fv
 
@@ -411,6 +419,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         valid_fraction=FLAGS.valid_fraction, test_fraction=FLAGS.test_fraction,
         num_shards=FLAGS.num_shards, shuffle_buckets=FLAGS.shuffle_buckets,
         read_split_mb=FLAGS.read_split_mb, spill_chunk_mb=FLAGS.spill_chunk_mb,
+        max_rows_per_user=FLAGS.max_rows_per_user,
         source_name=FLAGS.source, input=FLAGS.input)
     st = run(source, cfg, rest)
     print(json.dumps({k: st[k] for k in ("rows_read", "rows_used", "rows_dead_letter",

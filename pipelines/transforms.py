@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import apache_beam as beam
 
 from pipelines.canonical import canonicalize
+from pipelines.caps import UserRowCap
 from pipelines.examples import BuildConfig, UserExampleBuilder
 from pipelines.pages import UserLog, organize_user
 from pipelines.sources.base import DeadLetter
@@ -86,11 +87,22 @@ class CanonicalizeFn(beam.DoFn):
 
 
 class OrganizeUserFn(beam.DoFn):
-    """(user_id, rows) -> ``(LOGS, UserLog)`` and ``(DEAD, DeadLetter)`` pairs (duplicates) in
-    one output; split them with :func:`select`."""
+    """(user_id, rows) -> ``(LOGS, UserLog)`` and ``(DEAD, DeadLetter)`` pairs (rows over the
+    per-user cap, :mod:`pipelines.caps`, then duplicates) in one output; split them with
+    :func:`select`."""
+
+    def __init__(self, max_rows_per_user: int = 0):
+        self.max_rows = max_rows_per_user
 
     def process(self, kv):
         user_id, rows = kv
+        if self.max_rows:
+            cap = UserRowCap(user_id, self.max_rows)
+            for r in rows:
+                cut = cap.add(r)
+                if cut is not None:
+                    yield DEAD, cut
+            rows = cap.kept()
         log, dead = organize_user(user_id, rows)
         for d in dead:
             yield DEAD, d

@@ -335,3 +335,24 @@ def test_train_split_written_in_hash_order(tmp_path):
         run_job(src(), str(tmp_path / "bad"), shuffle_buckets=-1, **kw)
     assert P.hash_bucket(b"x", 7, seed=1) == P.hash_bucket(b"x", 7, seed=1)
     assert {P.hash_bucket(bytes([i]), 4, seed=2) for i in range(64)} == {0, 1, 2, 3}
+
+
+def test_max_rows_per_user_caps_a_crawler(tmp_path):
+    """--max_rows_per_user: a user with more rows keeps the most recent ones; the others are
+    user_row_cap dead letters naming the user and the flag, and every row is accounted for."""
+    rows = random_log(n_users=6, n_items=30, seed=5, history=False)
+    crawler = [R(f"c{t}", "bot", f"i{t % 30}", str(t % 2), 100 + t) for t in range(60)]
+    src = MemSource({"log.csv": rows + crawler})
+    kw = dict(valid_fraction=0.0, test_fraction=0.0, shuffle_buckets=0)
+    st = run_job(src, str(tmp_path / "cap"), max_rows_per_user=25, **kw)
+    assert st["dead_letter_reasons"] == {"user_row_cap": 35}
+    assert st["rows_read"] == st["rows_used"] + st["rows_dead_letter"] == len(rows) + 60
+    bot = sorted(e["timestamp"][0] for e in examples(str(tmp_path / "cap"), "train")
+                 if e["user_id"] == ["bot"])
+    assert bot == list(range(135, 160))  # the 25 most recent events
+    dl = [d for d in dead_letters(str(tmp_path / "cap")) if d["reason"] == "user_row_cap"]
+    assert len(dl) == 35 and "'bot'" in dl[0]["detail"] and "--max_rows_per_user=25" in dl[0]["detail"]
+    assert run_job(MemSource({"log.csv": rows + crawler}), str(tmp_path / "nocap"),
+                   max_rows_per_user=0, **kw)["rows_dead_letter"] == 0
+    with pytest.raises(ValueError, match="--max_rows_per_user=-1"):
+        run_job(MemSource({"log.csv": rows}), str(tmp_path / "bad"), max_rows_per_user=-1, **kw)
