@@ -45,6 +45,13 @@ class UserLog:
         return len(self.history) + sum(len(r) for _, _, r in self.pages)
 
 
+def _duplicate(r: Row, reason: str, what: str) -> DeadLetter:
+    """The dead letter of row ``r``, a duplicate of an earlier row (``what`` says which)."""
+    return DeadLetter(reason=reason, origin=r[ORIGIN], raw=r.get(RAW),
+                      detail=f"{r[ORIGIN]}: field 'item_id' value {r['item_id']!r}: {what} "
+                             "(first kept)")
+
+
 def organize_user(user_id: str, rows: Iterable[Row]) -> Tuple[UserLog, List[DeadLetter]]:
     """Deduplicate and group one user's canonical rows. ``_raw`` is dropped from kept rows."""
     rows = sorted(rows, key=lambda r: origin_key(r[ORIGIN]))
@@ -62,12 +69,9 @@ def organize_user(user_id: str, rows: Iterable[Row]) -> Tuple[UserLog, List[Dead
             hist_copies[(record, content)] = n + 1
             seen = hist_first.get((content, n))
             if seen is not None:
-                dead.append(DeadLetter(
-                    reason="duplicate_history",
-                    detail=(f"{r[ORIGIN]}: field 'item_id' value {r['item_id']!r}: the same "
-                            f"history row (timestamp {r['timestamp']!r}) of user {user_id!r} "
-                            f"is already at {seen} (first kept)"),
-                    origin=r[ORIGIN], raw=r.get(RAW)))
+                dead.append(_duplicate(r, "duplicate_history", (
+                    f"the same history row (timestamp {r['timestamp']!r}) of user "
+                    f"{user_id!r} is already at {seen}")))
                 continue
             hist_first[(content, n)] = r[ORIGIN]
             r.pop(RAW, None)
@@ -76,12 +80,8 @@ def organize_user(user_id: str, rows: Iterable[Row]) -> Tuple[UserLog, List[Dead
         key = (r["page_id"], r["item_id"])
         seen = first.get(key)
         if seen is not None:
-            dead.append(DeadLetter(
-                reason="duplicate_exposure",
-                detail=(f"{r[ORIGIN]}: field 'item_id' value {r['item_id']!r}: item already "
-                        f"exposed on page {r['page_id']!r} of user {user_id!r} at {seen} "
-                        f"(first kept)"),
-                origin=r[ORIGIN], raw=r.get(RAW)))
+            dead.append(_duplicate(r, "duplicate_exposure", (
+                f"item already exposed on page {r['page_id']!r} of user {user_id!r} at {seen}")))
             continue
         first[key] = r[ORIGIN]
         r.pop(RAW, None)
