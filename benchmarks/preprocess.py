@@ -1,13 +1,14 @@
 """Benchmark of the preprocessing job: throughput and memory (not a test).
 
     python -m benchmarks.preprocess [--rows=1000000] [--files=1] [--n_items=0] [--seed=0]
-        [--modes=pandas,inprocess,multiproc,dask,bounded] [--workdir=/tmp/bench_preprocess]
+        [--modes=pandas,inprocess,multiproc,dask] [--workdir=/tmp/bench_preprocess]
         [--shuffle_buckets=4096] [--limit_gb=18] [--timeout_s=5400] [--trace_stages]
-        [--crawler_in_log=0] [--check_equal=multiproc,bounded]
+        [--user_grouping=auto|files|shuffle] [--partitions=64] [--chunk_mb=256]
+        [--max_rows_per_user=-1] [--crawler_in_log=0] [--check_equal=multiproc,dask]
         [--side_inputs=10000,100000,1000000] [--crawler=10000,100000] [--json_out=FILE]
 
-Quick check (a few minutes): ``--rows=20000 --files=2 --modes=pandas,multiproc,bounded,dask
---check_equal=multiproc,bounded --side_inputs=10000 --crawler=1000``. The issue's sizes:
+Quick check (a few minutes): ``--rows=20000 --files=2 --modes=pandas,multiproc,dask
+--check_equal=multiproc,dask --side_inputs=10000 --crawler=1000``. The issue's sizes:
 ``--rows=10000000 --files=1`` and ``--files=16`` (see RESULTS_preprocess.md for what the
 current code can run).
 
@@ -35,12 +36,13 @@ as ``killed_at_limit``); a mode over ``--timeout_s`` too.
   host="127.0.0.1", memory_limit=--dask_memory_limit)`` started by the launcher, passed as
   ``--dask_client_address``; the records actually written are counted (a failing or partial
   run is recorded, not raised);
-* ``bounded``: :mod:`benchmarks.bounded_prototype` (the proposed bounded-memory graph: rows
-  grouped by user and the train split hash-ordered through spill files,
-  :mod:`pipelines.filegroup`; the per-user cap, :mod:`pipelines.caps`) on DirectRunner
-  multi-processing with 2 workers (``--partitions``, ``--chunk_mb``, ``--max_rows_per_user``);
-  ``--check_equal=multiproc,bounded`` compares its examples and stats.json with the job's
-  (in the driver process, which then holds both outputs: for runs up to a few M rows).
+* the Beam modes run the job as shipped, with its ``--user_grouping`` (``auto``: rows grouped
+  by user through spill files on these runners), ``--user_partitions`` (``--partitions``),
+  ``--spill_chunk_mb`` (``--chunk_mb``) and ``--max_rows_per_user``;
+  ``--check_equal=A,B`` compares the examples and stats.json of two modes (in the driver
+  process, which then holds both outputs: for runs up to a few M rows). The graph measured in
+  RESULTS_preprocess.md as "bounded" was a prototype of what the job now is
+  (``benchmarks/bounded_prototype.py`` until commit c748188).
 
 ``--crawler_in_log=N`` adds a file with one user's N exposure events (pages of 20 items) to the
 log, to see what one heavy key does to the job.
@@ -272,12 +274,20 @@ def pandas_baseline(log_dir: str, out_dir: str, seed: int, spill_ranges: int = 6
     return n
 
 
-def beam_job(log_dir: str, out_dir: str, seed: int, beam_args, shuffle_buckets: int) -> dict:
+def beam_job(log_dir: str, out_dir: str, seed: int, beam_args, shuffle_buckets: int,
+             args=None) -> dict:
+    from pipelines import caps
     from pipelines import preprocess as P
     from pipelines.sources import get_source
 
+    kw = {}
+    if args is not None:
+        kw = dict(user_grouping=args.user_grouping, user_partitions=args.partitions,
+                  spill_chunk_mb=args.chunk_mb,
+                  max_rows_per_user=(caps.DEFAULT_MAX_ROWS_PER_USER
+                                     if args.max_rows_per_user < 0 else args.max_rows_per_user))
     cfg = P.PreprocessConfig(output_dir=out_dir, seed=seed, source_name="synthetic",
-                             input=log_dir, shuffle_buckets=shuffle_buckets)
+                             input=log_dir, shuffle_buckets=shuffle_buckets, **kw)
     return P.run(get_source("synthetic", log_dir), cfg, list(beam_args))
 
 
@@ -334,7 +344,7 @@ def child_mode(args) -> dict:
     out = os.path.join(args.workdir, f"out_{mode}")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    if args.trace_stages and mode in ("inprocess", "multiproc", "bounded"):
+    if args.trace_stages and mode in ("inprocess", "multiproc"):
         from benchmarks import beam_trace
 
         trace = os.path.join(args.workdir, f"trace_{mode}.jsonl")
@@ -350,23 +360,7 @@ def child_mode(args) -> dict:
         extra = (["--direct_running_mode=in_memory"] if mode == "inprocess" else
                  ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
         st = beam_job(args.log_dir, out, args.seed, ["--runner=DirectRunner", *extra],
-                      args.shuffle_buckets)
-        n = sum(st["examples"].values())
-    elif mode == "bounded":
-        from benchmarks import bounded_prototype as BP
-        from pipelines import caps
-        from pipelines import preprocess as P
-        from pipelines.sources import get_source
-
-        cfg = P.PreprocessConfig(output_dir=out, seed=args.seed, source_name="synthetic",
-                                 input=args.log_dir, shuffle_buckets=args.shuffle_buckets)
-        st = BP.run(get_source("synthetic", args.log_dir), cfg,
-                    ["--runner=DirectRunner", "--direct_num_workers=2",
-                     "--direct_running_mode=multi_processing"],
-                    tmp_dir=os.path.join(args.workdir, "_spill_tmp"),
-                    partitions=args.partitions, chunk_bytes=args.chunk_mb << 20,
-                    max_rows_per_user=(caps.DEFAULT_MAX_ROWS_PER_USER
-                                       if args.max_rows_per_user < 0 else args.max_rows_per_user))
+                      args.shuffle_buckets, args)
         n = sum(st["examples"].values())
     elif mode == "dask":
         from distributed import Client, LocalCluster
@@ -382,7 +376,7 @@ def child_mode(args) -> dict:
             st = beam_job(args.log_dir, out, args.seed,
                           ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
                            f"--dask_client_address={cluster.scheduler_address}"],
-                          args.shuffle_buckets)
+                          args.shuffle_buckets, args)
             n = sum(st["examples"].values())
         except Exception as e:  # record what the runner did instead of dying
             info["error"] = f"{type(e).__name__}: {str(e)[:500]}"
@@ -573,10 +567,11 @@ def main(argv=None):
     ap.add_argument("--trace_stages", action="store_true")
     ap.add_argument("--crawler_in_log", type=int, default=0,
                     help="add one user with this many exposure events to the log (own file)")
-    ap.add_argument("--partitions", type=int, default=64, help="bounded mode: spill partitions")
-    ap.add_argument("--chunk_mb", type=int, default=64, help="bounded mode: MB read per chunk")
+    ap.add_argument("--user_grouping", default="auto", help="the job's --user_grouping")
+    ap.add_argument("--partitions", type=int, default=64, help="the job's --user_partitions")
+    ap.add_argument("--chunk_mb", type=float, default=256, help="the job's --spill_chunk_mb")
     ap.add_argument("--max_rows_per_user", type=int, default=-1,
-                    help="bounded mode: the cap (-1 = pipelines.caps default, 0 = none)")
+                    help="the job's cap (-1 = pipelines.caps default, 0 = none)")
     ap.add_argument("--check_equal", default="",
                     help="A,B: compare the examples (as multisets per split) of modes A and B")
     ap.add_argument("--side_inputs", default="", help="comma list of item counts")
@@ -617,6 +612,7 @@ def main(argv=None):
     for mode in modes:
         common = [f"--rows={args.rows}", f"--seed={args.seed}", f"--log_dir={log_dir}",
                   f"--partitions={args.partitions}", f"--chunk_mb={args.chunk_mb}",
+                  f"--user_grouping={args.user_grouping}",
                   f"--crawler_in_log={args.crawler_in_log}",
                   f"--max_rows_per_user={args.max_rows_per_user}",
                   f"--shuffle_buckets={args.shuffle_buckets}",

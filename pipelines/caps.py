@@ -1,7 +1,7 @@
 """Per-user row cap: bound what one user key can cost the preprocessing job.
 
-The job groups every row of a user on one worker (``GroupByUser``) and builds all of that
-user's examples in one call, with behaviour sequences drawn from the user's whole history.
+The job groups every row of a user on one worker (``pipelines.filegroup``) and builds all of
+that user's examples in one call, with behaviour sequences drawn from the user's whole history.
 A crawler, a bot or a shared device id with 10^5-10^7 events is then one key whose rows, pages
 and examples must all fit one worker, and whose example building runs as one unsplittable
 piece of work: one key can stall a worker or exhaust its memory while the others idle.

@@ -38,20 +38,18 @@ files there: use ``beam.GroupByKey`` on those.
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 import uuid
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import coders
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+
+from pipelines.spillfiles import SpillWriter, chunked, delete_matching, iter_spill
 
 DEFAULT_PARTITIONS = 64
 DEFAULT_CHUNK_BYTES = 64 << 20
 _U32 = struct.Struct("<I")
-_FLUSH_BYTES = 1 << 20
 
 
 def _hash(data: bytes, seed: int) -> int:
@@ -64,53 +62,18 @@ def spill_path(prefix: str, partition: int, token: str) -> str:
 
 
 def _record(key_enc: bytes, val_enc: bytes) -> bytes:
-    return b"".join((_U32.pack(len(key_enc)), key_enc, _U32.pack(len(val_enc)), val_enc))
+    """One spill payload: ``<u32 key length><key><value>``."""
+    return b"".join((_U32.pack(len(key_enc)), key_enc, val_enc))
+
+
+def _split(rec: bytes) -> Tuple[bytes, bytes]:
+    (k,) = _U32.unpack_from(rec, 0)
+    return rec[4:4 + k], rec[4 + k:]
 
 
 def iter_records(path: str) -> Iterator[Tuple[bytes, bytes]]:
     """``(encoded key, encoded value)`` of every record of one spill file."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        data = fh.read()
-    i, n = 0, len(data)
-    while i < n:
-        (k,) = _U32.unpack_from(data, i)
-        key = data[i + 4:i + 4 + k]
-        i += 4 + k
-        (v,) = _U32.unpack_from(data, i)
-        yield key, data[i + 4:i + 4 + v]
-        i += 4 + v
-
-
-class _Files:
-    """Buffered spill files of one bundle (or one routing pass), one per partition."""
-
-    def __init__(self, path_of):
-        self.path_of = path_of
-        self.handles: Dict[int, Any] = {}
-        self.bufs: Dict[int, List[bytes]] = {}
-        self.sizes: Dict[int, int] = {}
-
-    def add(self, part: int, rec: bytes) -> Optional[str]:
-        """Append ``rec`` to partition ``part``'s file; returns its path when it is new."""
-        new = None
-        if part not in self.handles:
-            new = self.path_of(part)
-            self.handles[part] = FileSystems.create(
-                new, compression_type=CompressionTypes.UNCOMPRESSED)
-            self.bufs[part], self.sizes[part] = [], 0
-        self.bufs[part].append(rec)
-        self.sizes[part] += len(rec)
-        if self.sizes[part] >= _FLUSH_BYTES:
-            self.handles[part].write(b"".join(self.bufs[part]))
-            self.bufs[part], self.sizes[part] = [], 0
-        return new
-
-    def close(self) -> None:
-        for part, fh in self.handles.items():
-            if self.bufs[part]:
-                fh.write(b"".join(self.bufs[part]))
-            fh.close()
-        self.handles, self.bufs, self.sizes = {}, {}, {}
+    return (_split(rec) for rec in iter_spill(path))
 
 
 class SpillFn(beam.DoFn):
@@ -126,7 +89,7 @@ class SpillFn(beam.DoFn):
 
     def start_bundle(self):
         token = uuid.uuid4().hex
-        self.files = _Files(lambda p: spill_path(self.prefix, p, token))
+        self.files = SpillWriter(lambda p: spill_path(self.prefix, p, token))
 
     def process(self, kv):
         key, value = kv
@@ -153,20 +116,6 @@ class SpillByKey(beam.PTransform):
                 | "GroupPaths" >> beam.GroupByKey())
 
 
-def _sizes(paths: List[str]) -> int:
-    if not paths:
-        return 0
-    return sum(m.size_in_bytes for r in FileSystems.match(paths) for m in r.metadata_list)
-
-
-def _delete(paths: List[str]) -> None:
-    if paths:
-        try:
-            FileSystems.delete(paths)
-        except Exception:  # noqa: BLE001 - best effort; cleanup() retries by pattern
-            pass
-
-
 def group_spilled(partition: int, paths: Iterable[str], coder: Optional[coders.Coder] = None,
                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, seed: int = 0,
                   scratch_prefix: Optional[str] = None) -> Iterator[Tuple[Any, List[Any]]]:
@@ -178,26 +127,11 @@ def group_spilled(partition: int, paths: Iterable[str], coder: Optional[coders.C
     paths = sorted({p for p in paths if p})
     if not paths:
         return
-    total = _sizes(paths)
-    n_chunks = max(1, math.ceil(total / max(1, chunk_bytes)))
-    routed: List[str] = []
-    if n_chunks == 1:
-        chunks = [paths]
-    else:
-        token = uuid.uuid4().hex
-        base = scratch_prefix or paths[0]
-        files = _Files(lambda c: f"{base}.route-{partition:05d}-{token}-{c:05d}")
-        try:
-            for p in paths:
-                for key_enc, val_enc in iter_records(p):
-                    files.add(_hash(key_enc, seed + 1) % n_chunks, _record(key_enc, val_enc))
-            routed = [files.path_of(c) for c in sorted(files.handles)]
-        finally:
-            files.close()
-        chunks = [[r] for r in routed]
-    try:
+    scratch = f"{scratch_prefix or paths[0]}.route-{partition:05d}"
+    with chunked(paths, chunk_bytes, lambda rec, n: _hash(_split(rec)[0], seed + 1) % n,
+                 scratch) as chunks:
         for files_of_chunk in chunks:
-            groups: Dict[bytes, List[bytes]] = {}
+            groups = {}
             for p in files_of_chunk:
                 for key_enc, val_enc in iter_records(p):
                     vals = groups.get(key_enc)
@@ -208,10 +142,6 @@ def group_spilled(partition: int, paths: Iterable[str], coder: Optional[coders.C
             for key_enc in sorted(groups):
                 vals = groups.pop(key_enc)
                 yield coder.decode(key_enc), [coder.decode(v) for v in vals]
-            if routed:
-                _delete(files_of_chunk)
-    finally:
-        _delete([r for r in routed if FileSystems.exists(r)])
 
 
 class ReadSpilledGroupsFn(beam.DoFn):
@@ -256,12 +186,4 @@ class FileGroupByKey(beam.PTransform):
 
 def cleanup(prefix: str) -> List[str]:
     """Delete every spill and routing file under ``prefix``; returns the paths deleted."""
-    out: List[str] = []
-    for pattern in (f"{prefix}-p*.spill", f"{prefix}-p*.spill.route-*"):
-        try:
-            out += [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
-        except Exception:  # noqa: BLE001 - nothing matched on some filesystems
-            pass
-    out = sorted(set(out))
-    _delete(out)
-    return out
+    return delete_matching([f"{prefix}-p*.spill", f"{prefix}-p*.spill.route-*"])

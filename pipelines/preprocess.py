@@ -24,17 +24,20 @@ Outputs:
 Graph (see docs in pipelines/examples.py for the example semantics; every fan-out is one
 output of (tag, value) pairs split by FlatMaps, never a multi-output ParDo)::
 
-  read files -> canonicalize --(dead, d)--> -------------------------------------------+
-      | (rows, (user, row)), GroupByKey by user                                         |
-  organize (dedup, pages) --(dead, d) duplicates--> ----------------------------------> dead letters -> files
+  read shards -> canonicalize --(dead, d)--> -------------------------------------------+
+      | (rows, (user, row)) -> spill files by hash(user) % --user_partitions            |
+      | (only (partition, [file names]) are grouped; --user_grouping=shuffle: GroupByKey) |
+  pass 1, per partition: organize each user (cap, dedup, pages) --(dead, d)--> -------> dead letters -> files
       | (logs, UserLog) --> item table + page-timestamp histogram -> ONE context value
-      v                      (item table, item universe, time cutoffs)
-  build examples (context as a side input): ONE tuple per user
+      |                      (item table, item universe, time cutoffs) -> ONE file
+  pass 2, per partition (joined with the context file's name): organize again and build
+      | ONE tuple per user
       |-- train / valid / test examples -> sharded GZIP TFRecord files
       |-- stats Counter per user -> summed -+
       '-- token Counter per user -> summed -> vocab files -> sizes -+
   rows read, dead-letter reasons, cutoffs, file paths of every sink -+-> Stats: stats.json,
-                                                                         feature_spec.json
+                                                                         feature_spec.json,
+                                                                         spill files deleted
 The last transform (Stats) consumes a piece of every sink as its main input, so a runner that
 computes only the last transform's graph (Beam 2.77's DaskRunner) still runs every sink.
 """
@@ -45,6 +48,7 @@ import dataclasses
 import json
 import logging
 import sys
+import uuid
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -53,6 +57,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from ctrcore.schema import SPEC_FILENAME, STATS_FILENAME, FeatureSpec
+from pipelines import filegroup
 from pipelines import stats as stats_lib
 from pipelines import transforms as T
 from pipelines.caps import DEFAULT_MAX_ROWS_PER_USER, check_max_rows
@@ -79,6 +84,8 @@ class PreprocessConfig:
     read_split_mb: float = 64.0  # byte range of one read shard of an uncompressed line file
     spill_chunk_mb: float = 256.0  # most bytes of records a writer holds in memory
     max_rows_per_user: int = DEFAULT_MAX_ROWS_PER_USER  # 0 = no cap (pipelines/caps.py)
+    user_grouping: str = "auto"  # see resolve_user_grouping
+    user_partitions: int = filegroup.DEFAULT_PARTITIONS  # spill partitions ("files" grouping)
     source_name: str = ""
     input: str = ""
 
@@ -99,6 +106,10 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
     if cfg.shuffle_buckets < 0:
         raise ValueError(f"--shuffle_buckets={cfg.shuffle_buckets} must be >= 0 (0 = no reordering)")
     check_max_rows(cfg.max_rows_per_user)
+    if cfg.user_grouping not in USER_GROUPINGS:
+        raise ValueError(f"--user_grouping={cfg.user_grouping!r}: one of {list(USER_GROUPINGS)}")
+    if cfg.user_partitions < 1:
+        raise ValueError(f"--user_partitions={cfg.user_partitions} must be >= 1")
     for name in ("read_split_mb", "spill_chunk_mb"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"--{name}={getattr(cfg, name)} must be > 0")
@@ -131,12 +142,26 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
 
     if hasattr(source, "split_bytes"):
         source.split_bytes = int(cfg.read_split_mb * (1 << 20))
-    raw = p | "Read" >> T.ReadSource(source)
+    grouping = resolve_user_grouping(cfg.user_grouping, p.options)
+    chunk = int(cfg.spill_chunk_mb * (1 << 20))
+    raw = p | "Read" >> T.ReadSource(source, plan_at_build=is_dask(p.options))
     canon = raw | "Canonicalize" >> beam.ParDo(T.CanonicalizeFn(source.canonical_kwargs()))
-    organized = (canon
-                 | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
-                 | "GroupByUser" >> beam.GroupByKey()
-                 | "Organize" >> beam.ParDo(T.OrganizeUserFn(cfg.max_rows_per_user)))
+    keyed = canon | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
+    if grouping == "files":
+        # users grouped through spill files (pipelines/filegroup.py): only the files' names
+        # cross the runner; the per-user work runs twice over them (pass 1 here: combiner
+        # inputs and dead letters; pass 2 below: the examples), no UserLog is held between
+        # stages
+        spill_prefix = temp_prefix(p.options, out)
+        parts = keyed | "SpillUsers" >> filegroup.SpillByKey(
+            spill_prefix + "users", cfg.user_partitions, cfg.seed)
+        organized = parts | "Organize" >> beam.ParDo(
+            T.OrganizePartitionFn(cfg.max_rows_per_user, chunk))
+    else:
+        spill_prefix = ""
+        organized = (keyed
+                     | "GroupByUser" >> beam.GroupByKey()
+                     | "Organize" >> beam.ParDo(T.OrganizeUserFn(cfg.max_rows_per_user)))
     logs = organized | "Logs" >> beam.FlatMap(T.select, T.LOGS)
 
     # what every user's examples need from the whole log, as ONE side input: the item table
@@ -153,15 +178,26 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
            | "Context" >> beam.CombineGlobally(T.ContextFn(
                bcfg.split, cfg.valid_fraction, cfg.test_fraction)).without_defaults())
 
-    built = logs | "BuildExamples" >> beam.ParDo(T.BuildExamplesFn(bcfg),
-                                                 beam.pvalue.AsSingleton(ctx))
+    if grouping == "files":
+        # the context goes to ONE file, whose name is joined to every partition (no side
+        # input: Beam's DaskRunner recomputes a side input's upstream in every reading task)
+        n_parts, ctx_path = cfg.user_partitions, spill_prefix + "context.pickle"
+        ctx_names = (ctx | "WriteContext" >> beam.Map(T.write_context, ctx_path)
+                     | "ContextForEachPart" >> beam.FlatMap(
+                         lambda path: [(i, path) for i in range(n_parts)]))
+        built = ({"spill": parts, "ctx": ctx_names}
+                 | "JoinContext" >> beam.CoGroupByKey()
+                 | "BuildExamples" >> beam.ParDo(T.BuildPartitionFn(
+                     bcfg, cfg.max_rows_per_user, chunk)))
+    else:
+        built = logs | "BuildExamples" >> beam.ParDo(T.BuildExamplesFn(bcfg),
+                                                     beam.pvalue.AsSingleton(ctx))
     splits = {name: built | f"Examples_{name}" >> beam.FlatMap(T.user_examples, field)
               for name, field in T.SPLIT_FIELD.items()}
     # every split written in a seeded hash order (the builder emits a user's examples together:
     # a streamed reader with a shuffle buffer would train on batches of a few hundred users),
     # the train split in the builder's order with --shuffle_buckets=0; no record is held in
     # memory beyond one --spill_chunk_mb chunk (pipelines/sinks.py)
-    chunk = int(cfg.spill_chunk_mb * (1 << 20))
     written = {}  # sink name -> PCollection of the paths written
     sinks = {}  # sink name -> (prefix, suffix)
     for name, pc in splits.items():
@@ -241,6 +277,8 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
                                    f"expected {shards[name]}")
             delete_stale_shards(prefix, suffix, files[name])
             delete_orphan_spills(prefix)
+        if spill_prefix:  # every sink is complete: pass 2 has read the spill files
+            delete_temp(spill_prefix)
         write_text(_join(out, STATS_FILENAME), json.dumps(st, indent=1, sort_keys=True))
         write_text(_join(out, SPEC_FILENAME), json.dumps(spec.to_json(), indent=1, sort_keys=True))
         logging.info("preprocess: %s", json.dumps({k: st[k] for k in (
@@ -266,7 +304,54 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
              | "GatherPieces" >> beam.GroupByKey()
              | "Stats" >> beam.Map(finish))
     return {"train": splits["train"], "valid": splits["valid"], "test": splits["test"],
-            "dead_letters": dead, "stats": stats, "vocab_sizes": vocab_sizes, "user_logs": logs}
+            "dead_letters": dead, "stats": stats, "vocab_sizes": vocab_sizes, "user_logs": logs,
+            "spill_prefix": spill_prefix}
+
+
+#: --user_grouping values; "auto" = "files" on the runners whose shuffle is held in memory
+USER_GROUPINGS = ("auto", "files", "shuffle")
+_MEMORY_SHUFFLE_RUNNERS = ("", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
+                           "FnApiRunner", "DaskRunner")
+
+
+def resolve_user_grouping(grouping: str, options: PipelineOptions) -> str:
+    """How rows are grouped by user: "files" (:mod:`pipelines.filegroup`: through spill files,
+    only file names shuffled: for runners that shuffle in memory, the DirectRunner and Beam's
+    DaskRunner) or "shuffle" (the runner's ``GroupByKey``: Dataflow, Flink and Spark shuffle
+    through disk themselves, and would get many small spill files per bundle)."""
+    if grouping not in USER_GROUPINGS:
+        raise ValueError(f"--user_grouping={grouping!r}: one of {list(USER_GROUPINGS)}")
+    if grouping != "auto":
+        return grouping
+    runner = options.view_as(StandardOptions).runner or ""
+    return "files" if runner.split(".")[-1] in _MEMORY_SHUFFLE_RUNNERS else "shuffle"
+
+
+def temp_prefix(options: PipelineOptions, output_dir: str) -> str:
+    """A fresh prefix for the job's spill files: under Beam's ``--temp_location`` when set,
+    else ``OUTPUT/_tmp/``."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    root = options.view_as(GoogleCloudOptions).temp_location or _join(output_dir, TEMP_DIR)
+    return _join(root, f"preprocess-{uuid.uuid4().hex[:12]}-")
+
+
+TEMP_DIR = "_tmp"
+
+
+def delete_temp(spill_prefix: str) -> None:
+    """Delete the job's spill files (and the OUTPUT/_tmp directory when it is left empty)."""
+    from pipelines.spillfiles import delete_matching
+
+    filegroup.cleanup(spill_prefix + "users")
+    delete_matching([spill_prefix + "*"])
+    parent = spill_prefix.rsplit("/", 1)[0]
+    if parent.endswith("/" + TEMP_DIR) or parent == TEMP_DIR:
+        try:
+            if not FileSystems.match([parent + "/*"])[0].metadata_list:
+                FileSystems.delete([parent])
+        except Exception:  # noqa: BLE001 - another job's files, or no directories here
+            pass
 
 
 #: sinks and their shard count when --num_shards=0 (auto)
@@ -321,6 +406,12 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
             import distributed  # noqa: F401
         except ImportError as e:
             raise SystemExit(f"--runner=DaskRunner needs apache-beam[dask] (dask, distributed): {e}")
+        if not any(a.split("=", 1)[0] in ("--dask_npartitions", "--dask_partition_size")
+                   for a in args):
+            # one Create element per partition: the read shards (planned at graph build) become
+            # that many tasks, and every later step keeps that parallelism (Beam's default puts
+            # up to 128 elements in one partition: one worker did the whole job)
+            opts = PipelineOptions(args + ["--dask_partition_size=1"])
     return opts
 
 
@@ -333,10 +424,13 @@ def run(source, cfg: PreprocessConfig, beam_args: Sequence[str] = ()) -> dict:
     ``--dask_client_address`` was given) is closed afterwards."""
     opts = pipeline_options(beam_args)
     p = beam.Pipeline(options=opts)
+    outputs: Dict[str, Any] = {}
     try:
         with p:
-            build_pipeline(p, source, cfg)
+            outputs = build_pipeline(p, source, cfg)
     finally:
+        if outputs.get("spill_prefix"):  # after a failure; a no-op after success
+            delete_temp(outputs["spill_prefix"])
         client = getattr(getattr(p, "result", None), "client", None)
         if client is not None:
             client.close()
@@ -390,6 +484,15 @@ def _define_flags():
                          "user (a crawler, a shared device id) become user_row_cap dead "
                          "letters, so one key cannot stall a worker or exhaust its memory "
                          "(0 = no cap)", **d)
+    flags.DEFINE_enum("user_grouping", "auto", list(USER_GROUPINGS), "how rows are grouped by "
+                      "user: 'files' = through spill files (only their names are shuffled; "
+                      "memory bounded by --spill_chunk_mb per worker whatever the log's size), "
+                      "'shuffle' = the runner's GroupByKey (for Dataflow, Flink, Spark, which "
+                      "shuffle through disk), 'auto' = files on the DirectRunner and "
+                      "DaskRunner, shuffle elsewhere. Spill files go under --temp_location "
+                      "when given, else OUTPUT/_tmp, and are deleted at the end", **d)
+    flags.DEFINE_integer("user_partitions", 64, "spill partitions of the 'files' grouping (the "
+                         "units of work of the per-user steps; >= 2x the workers)", **d)
     _FLAGS = fv
     return fv
 
@@ -419,8 +522,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         valid_fraction=FLAGS.valid_fraction, test_fraction=FLAGS.test_fraction,
         num_shards=FLAGS.num_shards, shuffle_buckets=FLAGS.shuffle_buckets,
         read_split_mb=FLAGS.read_split_mb, spill_chunk_mb=FLAGS.spill_chunk_mb,
-        max_rows_per_user=FLAGS.max_rows_per_user,
-        source_name=FLAGS.source, input=FLAGS.input)
+        max_rows_per_user=FLAGS.max_rows_per_user, user_grouping=FLAGS.user_grouping,
+        user_partitions=FLAGS.user_partitions, source_name=FLAGS.source, input=FLAGS.input)
     st = run(source, cfg, rest)
     print(json.dumps({k: st[k] for k in ("rows_read", "rows_used", "rows_dead_letter",
                                          "dead_letter_reasons", "negatives_sampled", "pages",

@@ -40,14 +40,14 @@ The output PCollection holds the paths written, one per shard, for a later step 
 from __future__ import annotations
 
 import hashlib
-import math
-import struct
 import uuid
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from pipelines.spillfiles import SpillWriter, chunked, delete_matching, delete_quietly, iter_spill
 
 TFRECORD = "tfrecord"
 TEXT = "text"
@@ -74,7 +74,6 @@ DEFAULT_CHUNK_BYTES = 256 << 20
 #: the records were made in (spill files by name, then their order: deterministic only within
 #: one bundle; keeps e.g. a user's examples together)
 ORDERS = ("hash", "sorted", "made")
-_LEN = struct.Struct("<I")
 
 
 def _as_bytes(r) -> bytes:
@@ -85,47 +84,6 @@ def spill_name(prefix: str, token: str, shard: int) -> str:
     return f"{prefix}.spill-{token}-{shard:05d}"
 
 
-def iter_spill(path: str) -> Iterator[bytes]:
-    """The records of one spill file."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        data = fh.read()
-    i, n = 0, len(data)
-    while i < n:
-        (k,) = _LEN.unpack_from(data, i)
-        yield data[i + 4:i + 4 + k]
-        i += 4 + k
-
-
-class _Spiller:
-    """Open spill files of one bundle, one per key."""
-
-    def __init__(self, name_of):
-        self.name_of, self.files, self.bufs = name_of, {}, {}
-
-    def add(self, key, rec: bytes) -> Optional[str]:
-        """Append ``rec`` under ``key``; returns the file's name when it is new."""
-        new = None
-        if key not in self.files:
-            new = self.name_of(key)
-            self.files[key] = FileSystems.create(
-                new, compression_type=CompressionTypes.UNCOMPRESSED)
-            self.bufs[key] = []
-        buf = self.bufs[key]
-        buf.append(_LEN.pack(len(rec)))
-        buf.append(rec)
-        if len(buf) >= 4096:
-            self.files[key].write(b"".join(buf))
-            buf.clear()
-        return new
-
-    def close(self):
-        for key, fh in self.files.items():
-            if self.bufs[key]:
-                fh.write(b"".join(self.bufs[key]))
-            fh.close()
-        self.files, self.bufs = {}, {}
-
-
 class SpillFn(beam.DoFn):
     """record -> appended to its shard's spill file; emits (shard, spill path) once per file."""
 
@@ -134,7 +92,7 @@ class SpillFn(beam.DoFn):
 
     def start_bundle(self):
         token = uuid.uuid4().hex
-        self.spiller = _Spiller(lambda s: spill_name(self.prefix, token, s))
+        self.spiller = SpillWriter(lambda s: spill_name(self.prefix, token, s))
 
     def process(self, record):
         rec = _as_bytes(record)
@@ -145,12 +103,6 @@ class SpillFn(beam.DoFn):
 
     def finish_bundle(self):
         self.spiller.close()
-
-
-def _sizes(paths: List[str]) -> int:
-    if not paths:
-        return 0
-    return sum(m.size_in_bytes for r in FileSystems.match(paths) for m in r.metadata_list)
 
 
 def _write_records(fh, records: Iterable[bytes], fmt: str) -> None:
@@ -174,61 +126,38 @@ def merge_shard(kv: Tuple[int, Iterable[Optional[str]]], final_path: str, fmt: s
                 seed: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES, order: str = "hash") -> str:
     """Write one final shard (GZIP TFRecords for ``fmt="tfrecord"``, text lines for "text")
     from its spill files (``None`` entries are empty-shard markers) in chunks of at most
-    ``chunk_bytes``; each chunk in the ``order`` of :data:`ORDERS`; delete the spills; return
-    ``final_path``."""
+    ``chunk_bytes`` (:func:`pipelines.spillfiles.chunked`, records routed by a second hash);
+    each chunk in the ``order`` of :data:`ORDERS`; delete the spills; return ``final_path``."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} (known: {list(ORDERS)})")
     shard, paths = kv
     spills = sorted({p for p in paths if p})
-    total = _sizes(spills)
-    n_chunks = max(1, math.ceil(total / max(1, chunk_bytes)))
-    routed: List[str] = []
-    if n_chunks > 1:  # pass 1: route every record to its chunk's file
-        token = uuid.uuid4().hex
-        spiller = _Spiller(lambda c: f"{final_path}.chunk-{token}-{c:05d}")
-        for p in spills:
-            for rec in iter_spill(p):
-                spiller.add(hash_bucket(rec, n_chunks, seed + 1), rec)
-        routed = sorted(spiller.files)
-        names = {c: f"{final_path}.chunk-{token}-{c:05d}" for c in routed}
-        spiller.close()
-        chunks = [[names[c]] for c in routed]
-    else:
-        chunks = [spills]
     tmp = f"{final_path}.tmp-{uuid.uuid4().hex}"
     compression = CompressionTypes.GZIP if fmt == "tfrecord" else CompressionTypes.UNCOMPRESSED
-    fh = FileSystems.create(tmp, compression_type=compression)
-    try:
-        for files in chunks:
-            recs = [r for p in files for r in iter_spill(p)]
-            if order == "hash":
-                recs.sort(key=lambda r: (hash_bucket(r, 1 << 62, seed + 2), r))
-            elif order == "sorted":
-                recs.sort()
-            _write_records(fh, recs, fmt)
-            del recs
-    finally:
-        fh.close()
+    with chunked(spills, chunk_bytes, lambda rec, n: hash_bucket(rec, n, seed + 1),
+                 f"{final_path}.chunk") as chunks:
+        fh = FileSystems.create(tmp, compression_type=compression)
+        try:
+            for files in chunks:
+                recs = [r for p in files for r in iter_spill(p)]
+                if order == "hash":
+                    recs.sort(key=lambda r: (hash_bucket(r, 1 << 62, seed + 2), r))
+                elif order == "sorted":
+                    recs.sort()
+                _write_records(fh, recs, fmt)
+                del recs
+        finally:
+            fh.close()
     if FileSystems.exists(final_path):  # a rerun into the same directory: replace
         FileSystems.delete([final_path])
     FileSystems.rename([tmp], [final_path])
-    leftovers = spills + [p for files in chunks for p in files if p not in spills]
-    if leftovers:
-        FileSystems.delete(leftovers)
+    delete_quietly(spills)
     return final_path
 
 
 def delete_orphan_spills(prefix: str) -> List[str]:
     """Delete spill/chunk/tmp files under ``prefix`` left by failed bundle attempts."""
-    out = []
-    for pattern in (f"{prefix}.spill-*", f"{prefix}-*.chunk-*", f"{prefix}-*.tmp-*"):
-        try:
-            out += [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
-        except Exception:  # noqa: BLE001 - nothing matched on some filesystems
-            pass
-    if out:
-        FileSystems.delete(out)
-    return out
+    return delete_matching([f"{prefix}.spill-*", f"{prefix}-*.chunk-*", f"{prefix}-*.tmp-*"])
 
 
 class WriteShards(beam.PTransform):

@@ -29,18 +29,25 @@ class ReadSource(beam.PTransform):
     DaskRunner, would re-count for every bundle), and the shards are read after a reshuffle.
     No tagged outputs, so the transform runs unchanged on every runner."""
 
-    def __init__(self, source):
+    def __init__(self, source, plan_at_build: bool = False):
+        """``plan_at_build``: plan the shards now, in the launcher, and ``Create`` them (a
+        runner that keeps the partitioning of a ``Create`` through the job, such as Beam's
+        DaskRunner, then reads one large file in as many tasks as it has shards); otherwise
+        the files are planned in parallel by the workers."""
         super().__init__()
-        self.source = source
+        self.source, self.plan_at_build = source, plan_at_build
 
     def expand(self, p):
         files = list(self.source.files())
         if not files:
             raise FileNotFoundError(f"source {getattr(self.source, 'name', '?')!r}: no input files")
         source = self.source
-        shards = (p | "Files" >> beam.Create(files)
-                  | "SpreadFiles" >> beam.Reshuffle()
-                  | "PlanShards" >> beam.FlatMap(source.plan))
+        if self.plan_at_build:
+            shards = p | "Shards" >> beam.Create([s for f in files for s in source.plan(f)])
+        else:
+            shards = (p | "Files" >> beam.Create(files)
+                      | "SpreadFiles" >> beam.Reshuffle()
+                      | "PlanShards" >> beam.FlatMap(source.plan))
         keyed = shards | "KeyShards" >> beam.Map(lambda s: ((s.path, s.index), s))
         bases = (shards
                  | "CountableShards" >> beam.Filter(_needs_line_count)
@@ -86,27 +93,48 @@ class CanonicalizeFn(beam.DoFn):
         return ((ROWS, (out["user_id"], out)),)
 
 
+def organize_tagged(user_id, rows, max_rows: int = 0):
+    """One user's rows -> ``(DEAD, DeadLetter)`` pairs (rows over the per-user cap,
+    :mod:`pipelines.caps`, then duplicates) and one ``(LOGS, UserLog)`` pair. ``rows`` may be a
+    lazy iterable: with a cap, at most ``max_rows`` rows are held."""
+    if max_rows:
+        cap = UserRowCap(user_id, max_rows)
+        for r in rows:
+            cut = cap.add(r)
+            if cut is not None:
+                yield DEAD, cut
+        rows = cap.kept()
+    log, dead = organize_user(user_id, rows)
+    for d in dead:
+        yield DEAD, d
+    yield LOGS, log
+
+
 class OrganizeUserFn(beam.DoFn):
-    """(user_id, rows) -> ``(LOGS, UserLog)`` and ``(DEAD, DeadLetter)`` pairs (rows over the
-    per-user cap, :mod:`pipelines.caps`, then duplicates) in one output; split them with
-    :func:`select`."""
+    """(user_id, rows) -> ``(LOGS, UserLog)`` and ``(DEAD, DeadLetter)`` pairs in one output
+    (:func:`organize_tagged`); split them with :func:`select`."""
 
     def __init__(self, max_rows_per_user: int = 0):
         self.max_rows = max_rows_per_user
 
     def process(self, kv):
-        user_id, rows = kv
-        if self.max_rows:
-            cap = UserRowCap(user_id, self.max_rows)
-            for r in rows:
-                cut = cap.add(r)
-                if cut is not None:
-                    yield DEAD, cut
-            rows = cap.kept()
-        log, dead = organize_user(user_id, rows)
-        for d in dead:
-            yield DEAD, d
-        yield LOGS, log
+        return organize_tagged(kv[0], kv[1], self.max_rows)
+
+
+class OrganizePartitionFn(beam.DoFn):
+    """Pass 1 of the grouping through files: ``(partition, [spill paths])`` of
+    :class:`pipelines.filegroup.SpillByKey` -> the :func:`organize_tagged` pairs of every user
+    of the partition, read a chunk of at most ``chunk_bytes`` of encoded rows at a time."""
+
+    def __init__(self, max_rows_per_user: int = 0, chunk_bytes: int = 64 << 20):
+        self.max_rows, self.chunk_bytes = max_rows_per_user, chunk_bytes
+
+    def process(self, kv):
+        from pipelines.filegroup import group_spilled
+
+        part, paths = kv
+        for user_id, rows in group_spilled(part, paths, chunk_bytes=self.chunk_bytes):
+            yield from organize_tagged(user_id, rows, self.max_rows)
 
 
 def select(tagged, tag):
@@ -138,13 +166,82 @@ class BuildExamplesFn(beam.DoFn):
         self.builder = UserExampleBuilder(self.cfg)
 
     def process(self, log: UserLog, ctx):
-        item_table, universe, cutoffs = ctx
-        stats: Counter = Counter()
-        tokens: Counter = Counter()
-        out = ([], [], [])
-        for split, ex in self.builder.build(log, item_table, universe, cutoffs, stats, tokens):
-            out[SPLIT_FIELD[split]].append(ex)
-        yield out + (stats, tokens)
+        yield build_user(self.builder, log, *ctx)
+
+
+class BuildPartitionFn(beam.DoFn):
+    """Pass 2 of the grouping through files, in ONE DoFn: ``(partition, {"spill": [[spill
+    paths]], "ctx": [context file]})`` (a CoGroupByKey of the partitions with the context file's
+    path, :func:`write_context`) -> per user of the partition: cap, organize and build, ONE
+    tuple as :class:`BuildExamplesFn` yields. The users' logs are made again here rather than
+    kept from pass 1 (a runner would hold them between the stages: they wait for the context,
+    which needs every user), and the context comes from a file, not a side input (Beam's
+    DaskRunner recomputes a side input's upstream in every task that reads it). Pass 1's dead
+    letters are not emitted twice."""
+
+    def __init__(self, cfg: BuildConfig, max_rows_per_user: int = 0,
+                 chunk_bytes: int = 64 << 20):
+        self.cfg, self.max_rows, self.chunk_bytes = cfg, max_rows_per_user, chunk_bytes
+
+    def setup(self):
+        self.builder = UserExampleBuilder(self.cfg)
+        self._ctx_path, self._ctx = None, None
+
+    def process(self, kv):
+        from pipelines.filegroup import group_spilled
+
+        part, joined = kv
+        paths = [p for ps in joined["spill"] for p in ps]
+        if not paths:
+            return
+        ctx_paths = sorted(set(joined["ctx"]))
+        if len(ctx_paths) != 1:
+            raise RuntimeError(f"partition {part}: expected one context file, got {ctx_paths}")
+        if ctx_paths[0] != self._ctx_path:
+            self._ctx_path, self._ctx = ctx_paths[0], read_context(ctx_paths[0])
+        item_table, universe, cutoffs = self._ctx
+        for user_id, rows in group_spilled(part, paths, chunk_bytes=self.chunk_bytes):
+            log = [v for t, v in organize_tagged(user_id, rows, self.max_rows) if t == LOGS][0]
+            yield build_user(self.builder, log, item_table, universe, cutoffs)
+
+
+def build_user(builder: UserExampleBuilder, log: UserLog, item_table, universe, cutoffs):
+    """ONE user's ``(train, valid, test, stats, tokens)`` (see :class:`BuildExamplesFn`)."""
+    stats: Counter = Counter()
+    tokens: Counter = Counter()
+    out = ([], [], [])
+    for split, ex in builder.build(log, item_table, universe, cutoffs, stats, tokens):
+        out[SPLIT_FIELD[split]].append(ex)
+    return out + (stats, tokens)
+
+
+def write_context(ctx, path: str) -> str:
+    """Write a :class:`ContextFn` value to ``path`` (any Beam filesystem; the item table in
+    its compact form, :class:`pipelines.itemtable.ItemTable`, without the universe, which is
+    rebuilt from it); returns ``path``."""
+    import pickle
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.itemtable import compact
+
+    table, _, cutoffs = ctx
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        fh.write(pickle.dumps((compact(table), cutoffs), protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+def read_context(path: str):
+    """The ``(item_table, universe, cutoffs)`` written by :func:`write_context`."""
+    import pickle
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        table, cutoffs = pickle.loads(fh.read())
+    return table, table.universe(), cutoffs
 
 
 def user_examples(built, field: int):
@@ -190,12 +287,15 @@ class ContextFn(beam.CombineFn):
     def extract_output(self, acc):
         from pipelines.stats import time_cutoffs
 
+        from pipelines.itemtable import compact
+
         table, ts = acc
+        table = compact(table)
         if self.split == "time":
             cutoffs = time_cutoffs(ts, self.valid_fraction, self.test_fraction)
         else:
             cutoffs = (float("inf"), float("inf"))
-        return (table, sorted(table), cutoffs)
+        return (table, table.universe(), cutoffs)
 
 
 def page_timestamps(log: UserLog):

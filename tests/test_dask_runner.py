@@ -129,6 +129,16 @@ def test_graph_runs_on_dask_semantics(log_csv, tmp_path):
     assert not dead, dead
 
 
+def test_dask_graph_has_no_side_inputs(log_csv, tmp_path):
+    """On the DaskRunner a side input's whole upstream is recomputed inside every task that
+    reads it (for the example builder's context: the read, the grouping and pass 1 of every
+    user, once per partition): the job's graph there has none."""
+    leaves = _leaves(_build(["--runner=DaskRunner"], log_csv, str(tmp_path / "out")))
+    with_side = [n.full_label for n in leaves if n.side_inputs]
+    assert not with_side, with_side
+    assert any(n.full_label.startswith("JoinContext") for n in leaves)
+
+
 def test_dask_bag_graph_holds_every_transform(log_csv, tmp_path):
     """The DaskRunner's own translation (no cluster: bags are lazy): the graph of the last bag,
     the only one it computes, holds the bag of every transform of the job."""

@@ -1,0 +1,181 @@
+"""The two ways the preprocessing job groups rows by user (``--user_grouping``): through spill
+files (the default on the DirectRunner and DaskRunner: only file names cross the runner) and the
+runner's ``GroupByKey``. Same examples, dead letters, vocabularies and statistics; no spill file
+left behind; the Dask-specific graph choices."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import apache_beam as beam
+import pytest
+
+from pipelines import preprocess as P
+from pipelines.sources import get_source
+from tests.test_dask_runner import _dead, _files, write_dirty_log
+from tests.test_preprocess_util import read_records
+
+SPLITS = ("train", "valid", "test")
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory):
+    return write_dirty_log(str(tmp_path_factory.mktemp("grouping_in")))
+
+
+def _run(inp, out, *flags):
+    return P.main(["prog", "--source=synthetic", f"--input={inp}", f"--output_dir={out}",
+                   "--num_shards=2", "--max_rows_per_user=60", *flags])
+
+
+def _stats(out):
+    with open(os.path.join(out, "stats.json")) as fh:
+        st = json.load(fh)
+    st.pop("config")
+    return st
+
+
+@pytest.fixture(scope="module")
+def shuffled(dirty, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("grouping_shuffle"))
+    _run(dirty, out, "--user_grouping=shuffle")
+    return out
+
+
+def test_files_grouping_equals_shuffle(dirty, shuffled, tmp_path):
+    """3 partitions and 2 KB chunks: every partition is routed into several chunks (the
+    bounded-memory path a large log takes), and the outputs still equal the GroupByKey's."""
+    out = str(tmp_path / "files")
+    st = _run(dirty, out, "--user_grouping=files", "--user_partitions=3",
+              "--spill_chunk_mb=0.002")
+    assert st["dead_letter_reasons"].get("user_row_cap", 0) > 0  # the cap ran in both passes
+    assert st["rows_read"] == st["rows_used"] + st["rows_dead_letter"]
+    for split in SPLITS:
+        files = _files(shuffled, f"{split}-*-of-*.tfrecord.gz")
+        assert files == _files(out, f"{split}-*-of-*.tfrecord.gz") and len(files) == 2
+        for f in files:
+            got = sorted(read_records(os.path.join(out, f)))  # the order depends on the chunks
+            assert got == sorted(read_records(os.path.join(shuffled, f))), f
+            assert got or split != "train"
+    assert _stats(out) == _stats(shuffled)
+    assert _dead(out) == _dead(shuffled)
+    for name in ["feature_spec.json"] + _files(shuffled, "vocab/*.txt"):
+        with open(os.path.join(out, name), "rb") as a, open(os.path.join(shuffled, name), "rb") as b:
+            assert a.read() == b.read(), name
+    assert sorted(os.listdir(out)) == sorted(os.listdir(shuffled))  # no _tmp, no spill left
+    with open(os.path.join(out, "stats.json")) as fh:
+        assert json.load(fh)["config"]["user_grouping"] == "files"
+
+
+def test_spills_under_temp_location_and_deleted(dirty, shuffled, tmp_path):
+    from pipelines import transforms as T
+
+    out, tmp = str(tmp_path / "out"), tmp_path / "beamtmp"
+    tmp.mkdir()
+    seen = []
+    real = T.read_context
+
+    def spy(path):  # pass 2 (in this process): the spill files exist, under --temp_location
+        seen.append((path, sorted(os.listdir(tmp))))
+        return real(path)
+
+    T.read_context = spy
+    try:
+        _run(dirty, out, f"--temp_location={tmp}")
+    finally:
+        T.read_context = real
+    assert seen and seen[0][0].startswith(str(tmp) + "/preprocess-")
+    assert any(p.endswith(".spill") for p in seen[0][1])
+    assert any(p.endswith("context.pickle") for p in seen[0][1])
+    assert os.listdir(tmp) == []
+    assert "_tmp" not in os.listdir(out)
+    for split in SPLITS:
+        assert sorted(read_records(glob.glob(os.path.join(out, f"{split}-00000-*"))[0])) == \
+            sorted(read_records(glob.glob(os.path.join(shuffled, f"{split}-00000-*"))[0]))
+
+
+def test_failed_job_leaves_no_spill_files(tmp_path):
+    """A job that fails after the rows were spilled (here: pass 2 cannot read the context
+    file) raises, and its spill files are deleted all the same."""
+    from pipelines import transforms as T
+    from pipelines.synthetic import generate
+
+    inp = str(tmp_path / "log.csv")
+    generate(300, 0).to_csv(inp, index=False)
+    out = str(tmp_path / "out")
+    real = T.read_context
+
+    def broken(path):
+        assert glob.glob(os.path.join(out, "_tmp", "preprocess-*.spill"))
+        raise OSError(f"cannot read {path}")
+
+    T.read_context = broken
+    try:
+        with pytest.raises(Exception, match="cannot read"):
+            _run(inp, out)
+    finally:
+        T.read_context = real
+    assert not glob.glob(os.path.join(out, "_tmp", "*"))
+
+
+@pytest.mark.parametrize("runner,want", [
+    ("DirectRunner", "files"), ("DaskRunner", "files"), ("DataflowRunner", "shuffle"),
+    ("FlinkRunner", "shuffle"), ("SparkRunner", "shuffle"), ("PortableRunner", "shuffle")])
+def test_auto_grouping_per_runner(runner, want):
+    opts = beam.options.pipeline_options.PipelineOptions([f"--runner={runner}"])
+    assert P.resolve_user_grouping("auto", opts) == want
+    assert P.resolve_user_grouping("shuffle", opts) == "shuffle"
+    assert P.resolve_user_grouping("files", opts) == "files"
+    with pytest.raises(ValueError, match="user_grouping"):
+        P.resolve_user_grouping("memory", opts)
+
+
+def test_bad_user_partitions(dirty, tmp_path):
+    with pytest.raises(ValueError, match="--user_partitions=0"):
+        _run(dirty, str(tmp_path), "--user_partitions=0")
+
+
+def test_dask_reads_one_file_in_many_partitions(tmp_path):
+    """On the DaskRunner the read shards are planned when the graph is built and made one Dask
+    partition each (``--dask_partition_size=1`` unless the user sets a partitioning): Beam's
+    default put a whole 1-file job into one partition, so one worker did all of it."""
+    from pipelines.synthetic import generate
+
+    inp = str(tmp_path / "log.csv")
+    generate(3000, 0).to_csv(inp, index=False)
+    size = os.path.getsize(inp)
+    opts = P.pipeline_options(["--runner=DaskRunner"])
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    assert opts.view_as(DaskOptions).partition_size == 1
+    assert P.pipeline_options(["--runner=DaskRunner", "--dask_npartitions=4"]).view_as(
+        DaskOptions).partition_size is None
+    p = beam.Pipeline(options=opts)
+    split_mb = size / 5.5 / (1 << 20)
+    P.build_pipeline(p, get_source("synthetic", inp),
+                     P.PreprocessConfig(output_dir=str(tmp_path / "o"), read_split_mb=split_mb))
+    creates = {}
+
+    class V(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            if node.full_label == "Read/Shards":
+                creates[node.full_label] = node
+
+    p.visit(V())
+    shards = [v for node in creates.values() if hasattr(node.transform, "values")
+              for v in node.transform.values]
+    assert len(shards) == 6 and sorted(s.index for s in shards) == list(range(6))
+    # the DirectRunner plans in the workers instead
+    p2 = beam.Pipeline(options=P.pipeline_options([]))
+    P.build_pipeline(p2, get_source("synthetic", inp),
+                     P.PreprocessConfig(output_dir=str(tmp_path / "o2"), read_split_mb=split_mb))
+    labels = []
+
+    class V2(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            labels.append(node.full_label)
+
+    p2.visit(V2())
+    assert any(lb.startswith("Read/PlanShards") for lb in labels)
+    assert not any(lb.startswith("Read/Shards") for lb in labels)
