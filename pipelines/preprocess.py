@@ -49,7 +49,6 @@ import json
 import logging
 import sys
 import uuid
-from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
 import apache_beam as beam
@@ -240,10 +239,12 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
         return name, len(lines)
 
     def summed(field, label):
-        """The Counters of one field of every user, summed (an empty Counter on an empty log)."""
-        return ((built | f"User_{label}" >> beam.Map(T.user_field, field),
-                 p | f"Empty_{label}" >> beam.Create([Counter()]))
-                | f"All_{label}" >> beam.Flatten()
+        """The Counters of one field of every user, summed; nothing on an empty log (``finish``
+        then writes the empty vocabularies). Applied straight to the builder's output (no
+        Flatten in between), so the runner lifts the combine into the building stage and only
+        per-bundle partial sums leave it: behind a Flatten, the DirectRunner held every user's
+        Counters in the launcher (measured: 2.7 GB at 10M rows)."""
+        return (built | f"User_{label}" >> beam.Map(T.user_field, field)
                 | f"Sum_{label}" >> beam.CombineGlobally(T.MergeCounters()).without_defaults())
 
     vocab_sizes = (summed(T.OUT_TOKENS, "tokens")
@@ -258,6 +259,16 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
     config.update(user_profile=list(bcfg.user_profile), positives_only=bcfg.positives_only,
                   timestamp_format=getattr(source, "timestamp_format", "unix"))
 
+    def vocab_sizes_of(written):
+        """Sizes of the vocabularies written; a vocabulary with no token (an empty log: the
+        token sum never ran) is written here, empty."""
+        sizes = dict(written)
+        for name in vocab_names:
+            if name not in sizes:
+                write_lines(vocab_paths[name], [])
+                sizes[name] = 0
+        return sizes
+
     def finish(kv):
         got = collections.defaultdict(list)
         for tag, value in kv[1]:
@@ -265,7 +276,7 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
         st = stats_lib.assemble(
             rows_read=sum(got["rows_read"]), dead_letter_reasons=dict(got["reason"]),
             summary=T.MergeCounters().merge_accumulators(got["summary"]),
-            vocab_sizes=dict(got["vocab"]),
+            vocab_sizes=vocab_sizes_of(got["vocab"]),
             cutoffs=got["cutoffs"][0] if bcfg.split == "time" else None,
             source=source_name, seed=cfg.seed, split=bcfg.split, config=config)
         files = collections.defaultdict(list)

@@ -68,15 +68,29 @@ class SpillWriter:
         self.handles, self._bufs, self._sizes = {}, {}, {}
 
 
+READ_BYTES = 8 << 20
+
+
 def iter_spill(path: str) -> Iterator[bytes]:
-    """The payloads of one spill file, in the order they were written."""
+    """The payloads of one spill file, in the order they were written, read in blocks of
+    :data:`READ_BYTES` (a bundle's spill file can hold gigabytes: one DirectRunner worker's
+    whole share of a split is one bundle)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        data = fh.read()
-    i, n = 0, len(data)
-    while i < n:
-        (k,) = LEN.unpack_from(data, i)
-        yield data[i + 4:i + 4 + k]
-        i += 4 + k
+        buf, i = b"", 0
+        while True:
+            block = fh.read(READ_BYTES)
+            if not block:
+                break
+            buf = buf[i:] + block
+            i, n = 0, len(buf)
+            while i + 4 <= n:
+                (k,) = LEN.unpack_from(buf, i)
+                if i + 4 + k > n:
+                    break
+                yield buf[i + 4:i + 4 + k]
+                i += 4 + k
+        if i != len(buf):
+            raise IOError(f"{path}: truncated spill record at the end of the file")
 
 
 def total_bytes(paths: List[str]) -> int:

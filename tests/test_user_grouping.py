@@ -179,3 +179,18 @@ def test_dask_reads_one_file_in_many_partitions(tmp_path):
     p2.visit(V2())
     assert any(lb.startswith("Read/PlanShards") for lb in labels)
     assert not any(lb.startswith("Read/Shards") for lb in labels)
+
+
+def test_log_of_dead_letters_only(tmp_path):
+    """Every row rejected: no user, no example, the job still ends with every output (empty
+    vocabularies, stats accounting for every row) and no spill file left."""
+    inp = tmp_path / "log.csv"
+    inp.write_text("page_id,user_id,item_id,clicked,timestamp\n"
+                   "p1,u1,i1,maybe,1700000000\np2,u2,i2,1,yesterday\n")
+    out = str(tmp_path / "out")
+    st = _run(str(inp), out)
+    assert st["rows_read"] == 2 == st["rows_dead_letter"] and st["rows_used"] == 0
+    assert sum(st["examples"].values()) == 0
+    vocab = sorted(os.listdir(os.path.join(out, "vocab")))
+    assert vocab and all(os.path.getsize(os.path.join(out, "vocab", v)) == 0 for v in vocab)
+    assert "_tmp" not in os.listdir(out)
