@@ -39,6 +39,7 @@ from aqcl import alpha as aqcl_alpha  # noqa: E402
 from aqcl import augment  # noqa: E402
 from aqcl import codebook as cb  # noqa: E402
 from aqcl import losses as aloss  # noqa: E402
+from aqcl.aqcl_plugin import codebook_problem, view_rows_problem  # noqa: E402
 from aqcl.projector import Projector  # noqa: E402
 
 from ctrcore.model import AuxLoss  # noqa: E402
@@ -79,8 +80,9 @@ class _TwoViewLoss(AuxLoss):
         self.negatives = negatives
         self.base_seed = int(seed)
         self.history_groups = [list(g) for g in history_groups] if history_groups else None
-        if view_rows is not None and int(view_rows) < 2:
-            raise ValueError(f"view_rows must be None or >= 2 (in-batch negatives), got {view_rows}")
+        problem = view_rows_problem(view_rows)
+        if problem:
+            raise ValueError(f"view_rows {problem}")
         self.view_rows = None if view_rows is None else int(view_rows)
         self.projector = Projector(z_dim=self.z_dim, hidden_units=projector_units,
                                    name="projector")
@@ -157,7 +159,7 @@ class AQCLLoss(_TwoViewLoss):
         super().__init__(stats=stats, weight=weight, z_dim=z_dim, mask_rate=mask_rate,
                          emb_dropout=emb_dropout, name=name, **kwargs)
         self.T, self.K = int(T), int(K)
-        if not 0 < self.K <= self.T:
+        if codebook_problem(self.T, self.K):
             raise ValueError("AQCLLoss needs 0 < K <= T")
         self.tau1, self.tau2, self.tau3 = float(tau1), float(tau2), float(tau3)
         self.w1, self.w2 = float(w1), float(w2)

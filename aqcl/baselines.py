@@ -40,6 +40,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from aqcl.baselines_plugin import rate_problem  # noqa: E402
 from ctrcore.model import AuxLoss as _AuxBase  # noqa: E402
 
 __all__ = ["DropoutNetLoss", "DeepMCPLoss", "DMRLoss", "BASELINES", "dropoutnet_view",
@@ -163,8 +164,8 @@ class DropoutNetLoss(_AuxBase):
         super().__init__(name=name, **kwargs)
         if mode not in ("replace", "add"):
             raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}")
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        if rate_problem(rate):
+            raise ValueError(f"rate {rate_problem(rate)}")
         self.rate, self.mode, self.weight = float(rate), mode, float(weight)
         self.user_features, self.item_features = tuple(user_features), tuple(item_features)
         self.seed = int(seed)

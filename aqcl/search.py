@@ -11,7 +11,7 @@ the training split with that ``R``; minimised with Optuna's TPE sampler (seeded)
 
 Usage::
 
-    python -m aqcl.search --model_dir=out/beauty/search_din_aqcl \
+    python -m aqcl.search --model_dir=out/beauty/search_din_aqcl --trainer_module=TRAINER \
         --train_flags=configs/din_aqcl_beauty.flags --n_trials=20 [-- extra trainer flags]
 
 Each trial trains in its own process (``python -m <--trainer_module> --flagfile=<--train_flags>
@@ -20,7 +20,8 @@ objective is read from that run's ``history.json``: the validation logloss of th
 weights the run keeps (``--objective_metric``, see :func:`read_objective`); the test split is
 never looked at.
 Processes isolate trials (no graph/memory build-up, a crash fails one trial) and keep this
-module free of any model package: ``aqcl`` never imports ``ccn``.
+module free of any model package: the trainer is whatever ``--trainer_module`` names (required;
+``configs/search_din_aqcl_beauty.flags`` gives it), ``aqcl`` neither imports nor names one.
 
 Resumability / distribution:
 
@@ -148,7 +149,7 @@ class SubprocessObjective:
     A run already completed (a retried trial whose training had finished) is not retrained.
     """
 
-    def __init__(self, module: str = "ccn.train", flagfile: Optional[str] = None,
+    def __init__(self, module: str, flagfile: Optional[str] = None,
                  extra_flags: Sequence[str] = (), metric: str = BEST_VAL_LOGLOSS,
                  python: str = sys.executable, timeout_s: Optional[float] = None,
                  w1_flag: str = "aqcl_w1", w2_flag: str = "aqcl_w2"):
@@ -458,7 +459,8 @@ def _define_flags():
     flags.DEFINE_integer("heartbeat_s", 60, "Trial heartbeat (s); 0 disables stale-trial retry.")
     flags.DEFINE_string("train_flags", None, "Trainer flagfile of every trial (model, data, ...).")
     flags.DEFINE_multi_string("train_flag", [], "Extra trainer flag(s), e.g. --train_flag=--epochs=3.")
-    flags.DEFINE_string("trainer_module", "ccn.train", "Module run as `python -m` for each trial.")
+    flags.DEFINE_string("trainer_module", None, "Module run as `python -m` for each trial (the "
+                        "trainer of the --train_flags file); required: aqcl names no trainer.")
     flags.DEFINE_string("objective_metric", BEST_VAL_LOGLOSS,
                         "Minimised metric of a trial run (aqcl.search.read_objective): default the "
                         "validation logloss of the kept (best val AUC) epoch from history.json.")
@@ -466,6 +468,7 @@ def _define_flags():
     flags.DEFINE_string("data_dir", None, "Optional: read stats.json (L_bar, activeness "
                         "thresholds) to annotate the plot. Default: --data_dir of --train_flags.")
     flags.mark_flag_as_required("model_dir")
+    flags.mark_flag_as_required("trainer_module")
 
 
 def _flag_from_flagfile(path: Optional[str], name: str) -> Optional[str]:

@@ -118,7 +118,7 @@ def parser():
     ap.add_argument("--data_dir", default="out/bench/data")
     ap.add_argument("--model", default="ccn")
     ap.add_argument("--aux", default="")
-    ap.add_argument("--loss_params", default="", help="JSON overrides of ccn.models.LOSS_PARAMS")
+    ap.add_argument("--loss_params", default="", help="JSON overrides of the loss flags (ccn.models.default_loss_params())")
     ap.add_argument("--batch_size", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)

@@ -317,7 +317,7 @@ def parser():
     ap.add_argument("--models", default="all", help="comma list of run keys (din, din+aqcl, ...) or all")
     ap.add_argument("--model", default="din")
     ap.add_argument("--aux", default="")
-    ap.add_argument("--loss_params", default="", help="worker: JSON overrides of ccn.models.LOSS_PARAMS")
+    ap.add_argument("--loss_params", default="", help="worker: JSON overrides of the loss flags (ccn.models.default_loss_params())")
     ap.add_argument("--batch_size", type=int, default=1024)
     ap.add_argument("--epochs", type=int, default=6, help="timed epochs")
     ap.add_argument("--warmup_epochs", type=int, default=1)

@@ -21,6 +21,7 @@ from typing import Dict, Optional  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ccn import losses as closs  # noqa: E402
+from ccn.ccn_plugin import attraction_problems  # noqa: E402
 
 from ctrcore.model import AuxLoss  # noqa: E402
 
@@ -71,12 +72,10 @@ class CCNLoss(AuxLoss):
         self.similarity, self.weighting = similarity, weighting
         self.stop_gradient_weights = bool(stop_gradient_weights)
         self.normalize = bool(normalize)
-        if attraction_form not in ("vector_cosine", "angle"):
-            raise ValueError(f"unknown attraction_form {attraction_form!r} (vector_cosine | angle)")
-        self.attraction_form = attraction_form
-        if attraction_scale not in ("unit", "rms"):
-            raise ValueError(f"unknown attraction_scale {attraction_scale!r} (unit | rms)")
-        self.attraction_scale = attraction_scale
+        problems = attraction_problems(attraction_form, attraction_scale)
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.attraction_form, self.attraction_scale = attraction_form, attraction_scale
 
     @property
     def attraction_weight(self) -> float:

@@ -4,8 +4,8 @@
     python -m ccn.train --data_dir=out/synthetic/data --model_dir=runs/x --model=din --aux_losses=aqcl
 
 One flag per field of :class:`ctrcore.config.TrainConfig` (training, backbone, checkpointing,
-distribution) plus the loss hyper-parameters of :data:`ccn.models.LOSS_PARAMS`; ``--helpfull``
-lists them. ``--model`` names are in :data:`ccn.models.MODELS`.
+distribution) plus one per hyper-parameter of every registered auxiliary loss (the fields of its
+config dataclass, :mod:`ctrcore.auxloss`); ``--helpfull`` lists them. ``--model`` names are in :data:`ccn.models.MODELS`.
 
 Every flag is validated (generic, model/aux-loss and data checks) before anything is written
 or any TensorFlow work starts; problems are printed together and the exit code is 2.
@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from absl import app, flags
 
 from ccn import models
+from ctrcore import auxloss
 from ctrcore.config import (DISTRIBUTIONS, MIXED_PRECISION, OPTIMIZERS, TRAIN_INPUTS, ConfigError,
                              TrainConfig)
 
@@ -51,6 +52,10 @@ def define_flags(flag_values=FLAGS) -> None:
         elif f.name == "model":
             flags.DEFINE_string(f.name, default, help_ + " One of: " + ", ".join(models.MODELS),
                                 flag_values=flag_values)
+        elif f.name == "aux_losses":
+            flags.DEFINE_list(f.name, [str(x) for x in default],
+                              help_ + " Registered: " + ", ".join(auxloss.names()) + ".",
+                              flag_values=flag_values)
         elif t.startswith("List"):
             flags.DEFINE_list(f.name, [str(x) for x in default], help_, flag_values=flag_values)
         elif t == "bool":
@@ -61,15 +66,10 @@ def define_flags(flag_values=FLAGS) -> None:
             flags.DEFINE_float(f.name, default, help_, flag_values=flag_values)
         else:
             flags.DEFINE_string(f.name, default, help_, flag_values=flag_values)
-    for name, (default, help_) in models.LOSS_PARAMS.items():
-        if isinstance(default, bool):
-            flags.DEFINE_bool(name, default, help_, flag_values=flag_values)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(name, default, help_, flag_values=flag_values)
-        elif isinstance(default, str):
-            flags.DEFINE_string(name, default, help_, flag_values=flag_values)
-        else:  # float or None (optional float)
-            flags.DEFINE_float(name, default, help_, flag_values=flag_values)
+    define = {"bool": flags.DEFINE_bool, "int": flags.DEFINE_integer, "float": flags.DEFINE_float,
+              "str": flags.DEFINE_string}
+    for f in auxloss.flags():
+        define[f.kind](f.name, f.default, f.help, flag_values=flag_values)
 
 
 define_flags()
@@ -88,7 +88,7 @@ def config_from_flags(flag_values=FLAGS) -> Tuple[TrainConfig, Dict[str, Any]]:
         elif f.name == "aux_losses":
             v = models.parse_aux_list(v)
         kw[f.name] = v
-    lp = {name: flag_values[name].value for name in models.LOSS_PARAMS}
+    lp = {f.name: flag_values[f.name].value for f in auxloss.flags()}
     cfg = TrainConfig(**kw)
     cfg.model_dir = expand_model_dir(cfg.model_dir, cfg)
     return cfg, lp

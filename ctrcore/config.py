@@ -39,7 +39,8 @@ class TrainConfig:
     model_dir: str = _f("", "Run directory: backup/ (resume), best/ (best weights by val AUC), tb/, "
                             "train_config.json, history.json, metrics.json/.md.")
     model: str = _f("ccn", "Model name (see ccn.models.MODELS).")
-    aux_losses: List[str] = _f([], "Extra auxiliary losses added to the model's own: ccn, aqcl, icl.")
+    aux_losses: List[str] = _f([], "Extra auxiliary losses added to the model's own (names "
+                                   "registered with ctrcore.auxloss).")
     train_split: str = _f("train", "Split to train on.")
     valid_split: str = _f("valid", "Split used for val AUC (best checkpoint, early stopping).")
     eval_split: str = _f("test", "Split evaluated at the end of training (metrics.json).")

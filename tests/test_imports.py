@@ -1,6 +1,7 @@
 """Imports flow one way (docs/architecture.md): checked statically on the source tree."""
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -32,6 +33,35 @@ def test_import_direction(package):
         for lineno, mod in _imported_top_levels(path):
             if mod in FORBIDDEN[package]:
                 offenders.append(f"{path.relative_to(ROOT)}:{lineno} imports {mod}")
+    assert not offenders, "\n".join(offenders)
+
+
+# package -> module names it must not name in a string either (importlib, subprocess `-m`, ...);
+# docstrings may still mention them
+FORBIDDEN_IN_STRINGS = {"aqcl": ("ccn",)}
+
+
+def _string_constants(path: pathlib.Path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_IN_STRINGS))
+def test_no_module_names_in_strings(package):
+    pattern = re.compile(r"\b(" + "|".join(FORBIDDEN_IN_STRINGS[package]) + r")\b")
+    offenders = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for lineno, text in _string_constants(path):
+            if pattern.search(text):
+                offenders.append(f"{path.relative_to(ROOT)}:{lineno} {text!r}")
     assert not offenders, "\n".join(offenders)
 
 

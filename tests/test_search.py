@@ -29,15 +29,17 @@ def test_alpha_curve_eq6():
 def test_search_resumes_from_sqlite_and_respects_budget(tmp_path):
     out = str(tmp_path / "s")
     calls = []
+    # the outputs (a matplotlib plot after every trial) are checked once, after the last call
     study = search.run_search(_quadratic(calls), out_dir=out, n_trials=4, seed=3,
-                              n_startup_trials=2, heartbeat_s=None, log=lambda m: None)
+                              n_startup_trials=2, heartbeat_s=None, write_outputs=False,
+                              log=lambda m: None)
     assert len(calls) == 4 and len(study.trials) == 4
     assert os.path.exists(os.path.join(out, "search.db"))
     # "interrupted" and restarted with a bigger budget: only the missing trials run
     search.run_search(_quadratic(calls), out_dir=out, n_trials=6, seed=3, n_startup_trials=2,
-                      heartbeat_s=None, log=lambda m: None)
+                      heartbeat_s=None, write_outputs=False, log=lambda m: None)
     assert len(calls) == 6
-    # same budget again: nothing to do
+    # same budget again: nothing to do (the outputs are written from the stored trials)
     study = search.run_search(_quadratic(calls), out_dir=out, n_trials=6, seed=3,
                               n_startup_trials=2, heartbeat_s=None, log=lambda m: None)
     assert len(calls) == 6 and len(study.trials) == 6
@@ -58,7 +60,8 @@ def test_search_is_seeded(tmp_path):
     for i in range(2):
         calls = []
         search.run_search(_quadratic(calls), out_dir=str(tmp_path / f"r{i}"), n_trials=3,
-                          seed=7, n_startup_trials=2, heartbeat_s=None, log=lambda m: None)
+                          seed=7, n_startup_trials=2, heartbeat_s=None, write_outputs=False,
+                          log=lambda m: None)
         runs.append([(a, b) for a, b, _ in calls])
     assert runs[0] == runs[1]
 
@@ -73,7 +76,7 @@ def test_failed_trials_do_not_count_and_stop(tmp_path):
         return 1.0
 
     study = search.run_search(flaky, out_dir=str(tmp_path / "f"), n_trials=2, seed=0,
-                              heartbeat_s=None, log=lambda m: None)
+                              heartbeat_s=None, write_outputs=False, log=lambda m: None)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 2 and states.count("FAIL") == 2
 
@@ -104,7 +107,7 @@ def test_trial_of_dead_process_is_retried_in_its_directory(tmp_path):
     w1, w2 = t.params["w1"], t.params["w2"]
     calls = []
     study = search.run_search(_quadratic(calls), out_dir=out, n_trials=1, heartbeat_s=None,
-                              log=lambda m: None)
+                              write_outputs=False, log=lambda m: None)
     assert [(a, b) for a, b, _ in calls] == [(w1, w2)]
     assert calls[0][2].endswith("trial_000")
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
@@ -146,7 +149,8 @@ def test_cli_one_real_trial_end_to_end(tmp_path):
                                 "--emb_dim=8", "--mlp_units=16,8", "--aqcl_codebook_size=16",
                                 "--verbose=0"]) + "\n")
     out = str(tmp_path / "search")
-    cmd = [sys.executable, "-m", "aqcl.search", f"--model_dir={out}", f"--train_flags={flags}",
+    cmd = [sys.executable, "-m", "aqcl.search", f"--model_dir={out}", "--trainer_module=ccn.train",
+           f"--train_flags={flags}",
            "--n_trials=1", "--heartbeat_s=0"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

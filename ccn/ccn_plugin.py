@@ -1,0 +1,77 @@
+"""The CCN collaborative contrastive loss as an auxiliary-loss plug-in (:mod:`ctrcore.auxloss`):
+its config (the ``--ccn_*`` flags), its checks, and how it is built (the layer is
+:class:`ccn.aux.CCNLoss`, imported when built so flags validate without TensorFlow).
+Registered by ``ccn/aux_losses.py``."""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+from ctrcore import capabilities
+from ctrcore.auxloss import AuxContext, AuxLossConfig, AuxLossSpec
+
+ATTRACTION_FORMS = ("vector_cosine", "angle")
+ATTRACTION_SCALES = ("unit", "rms")
+
+
+def attraction_problems(form: str, scale: str, prefix: str = "") -> List[str]:
+    """The checks of the two readings of Eq. 7 (docs/method.md 1.4), shared by
+    :meth:`CCNConfig.validate` (``prefix="--ccn_"``) and :class:`ccn.aux.CCNLoss`."""
+    out = []
+    if form not in ATTRACTION_FORMS:
+        out.append(f"{prefix}attraction_form={form!r}: choose {' or '.join(ATTRACTION_FORMS)}")
+    if scale not in ATTRACTION_SCALES:
+        out.append(f"{prefix}attraction_scale={scale!r}: choose {' or '.join(ATTRACTION_SCALES)}")
+    return out
+
+
+def _help(text: str):
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class CCNConfig(AuxLossConfig):
+    flag_prefix = "ccn_"
+
+    lambda_: float = dataclasses.field(default=0.1, metadata=_help(
+        "CCN: weight lambda of the contrastive terms (Eq. 12)."))
+    tau: float = dataclasses.field(default=0.5, metadata=_help(
+        "CCN: temperature tau of the repulsion loss (paper: 0.5)."))
+    xi: float = dataclasses.field(default=0.8, metadata=_help(
+        "CCN: temperature xi of the attraction loss (paper: 0.8)."))
+    attraction_form: str = dataclasses.field(default="vector_cosine", metadata=_help(
+        "CCN: reading of Eq. 7's cos: vector_cosine (cosine similarity of e^{s/xi} vectors) | angle "
+        "(periodic cos of the angle differences e^{s/xi}, docs/method.md 1.4)."))
+    attraction_scale: str = dataclasses.field(default="unit", metadata=_help(
+        "CCN: exponent of Eq. 7 on the unit direction of s (unit) or on sqrt(D) times it (rms: "
+        "unit-RMS components), docs/method.md 1.4."))
+    # set by the model table (the ablations of CCN Table 2), not flags
+    use_attraction: bool = dataclasses.field(default=True, metadata={"flag": False})
+    use_repulsion: bool = dataclasses.field(default=True, metadata={"flag": False})
+
+    def validate(self, ctx: Optional[AuxContext] = None) -> List[str]:
+        errs = []
+        if self.lambda_ < 0 or self.tau <= 0 or self.xi <= 0:
+            errs.append("--ccn_lambda must be >= 0 and --ccn_tau, --ccn_xi > 0")
+        errs += attraction_problems(self.attraction_form, self.attraction_scale, "--ccn_")
+        if ctx is not None and ctx.spec is not None:
+            ctx_ids = ctx.spec.features.get("context_item_ids")
+            lab = ctx.spec.features.get("context_labels")
+            if ctx_ids is None or lab is None or not ctx_ids.shape or ctx_ids.shape[0] <= 0:
+                errs.append(f"the CCN loss needs in-page context features (context_item_ids, "
+                            f"context_labels with max_context > 0); {ctx.spec.root or 'the data'} has none")
+        if ctx is not None and ctx.stats is not None and "p_s_plus" not in ctx.stats:
+            errs.append("the CCN loss needs p_s_plus in stats.json (Eq. 9)")
+        return errs
+
+
+def build(cfg: CCNConfig, ctx: AuxContext):
+    from ccn.aux import CCNLoss
+
+    return CCNLoss(ctx.stats, lambda_=cfg.lambda_, tau=cfg.tau, xi=cfg.xi,
+                   use_attraction=cfg.use_attraction, use_repulsion=cfg.use_repulsion,
+                   attraction_form=cfg.attraction_form, attraction_scale=cfg.attraction_scale)
+
+
+SPEC = AuxLossSpec("ccn", CCNConfig, build, requires=(capabilities.COLLABORATIVE_MODULE,), title="CCN",
+                   description="CCN's L_S- and L_S+ (Eq. 5-12) on the collaborative degrees")
