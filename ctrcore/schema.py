@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 SPEC_VERSION = 1
 PAD = ""  # padding value of every string id sequence
@@ -69,6 +69,25 @@ class FeatureDef:
         d.pop("name")
         return d
 
+    # -- views (not part of feature_spec.json) ----------------------------------------------
+    @property
+    def length(self) -> Optional[int]:
+        """Number of values of a fixed-length list feature (``shape == [n]``); ``None`` for a
+        scalar (``shape == []``)."""
+        if not self.shape:
+            return None
+        if len(self.shape) != 1:
+            raise ValueError(f"feature {self.name!r}: shape {self.shape} (only [] and [n])")
+        return self.shape[0]
+
+    @property
+    def pad_value(self):
+        """The value that pads a list feature to its length and that a parser uses for a
+        missing feature: ``default``, else ``PAD`` for strings and 0 for numbers."""
+        if self.default is not None:
+            return self.default
+        return PAD if self.dtype == "string" else 0
+
 
 @dataclasses.dataclass
 class SpecConfig:
@@ -79,35 +98,61 @@ class SpecConfig:
     item_side: Sequence[str] = ITEM_SIDE
 
 
-def build_feature_defs(cfg: SpecConfig) -> List[FeatureDef]:
-    """The list of example features for a given configuration (order is stable)."""
-    f: List[FeatureDef] = []
+# How the preprocessing job writes each feature into a serialized example (a property of the
+# encoding, not of feature_spec.json): PAGE_SCOPE features are the same for every example of a
+# page (user, behaviour sequences, page statistics, page metadata) and are encoded once per page;
+# EXAMPLE_SCOPE features are each example's own (target, trigger, label, in-page context);
+# PROFILE_SCOPE features are the user profile values of each example's own row. A serialized
+# example holds its features in ENCODING_SCOPES order, spec order within a scope
+# (:func:`encoding_layout`): parsers do not care, but the bytes (and their fingerprints) do.
+PAGE_SCOPE, EXAMPLE_SCOPE, PROFILE_SCOPE = "page", "example", "profile"
+ENCODING_SCOPES = (PAGE_SCOPE, EXAMPLE_SCOPE, PROFILE_SCOPE)
+
+
+def scoped_feature_defs(cfg: SpecConfig) -> List[Tuple[str, FeatureDef]]:
+    """``(encoding scope, feature)`` of every example feature, in spec order."""
+    f: List[Tuple[str, FeatureDef]] = []
     s = lambda name, vocab, role="serving": FeatureDef(name, "string", [], role, vocab, PAD)
     # user
-    f.append(s("user_id", "user_id"))
+    f.append((PAGE_SCOPE, s("user_id", "user_id")))
     for p in cfg.user_profile:
-        f.append(s(USER_PROFILE_PREFIX + p, USER_PROFILE_PREFIX + p))
+        f.append((PROFILE_SCOPE, s(USER_PROFILE_PREFIX + p, USER_PROFILE_PREFIX + p)))
     # target and trigger item
     for side in cfg.item_side:
-        f.append(s(side, side))
+        f.append((EXAMPLE_SCOPE, s(side, side)))
     for side in cfg.item_side:
-        f.append(s("trigger_" + side, side))
+        f.append((EXAMPLE_SCOPE, s("trigger_" + side, side)))
     # behaviour sequences (most recent first, padded with PAD at the end)
     for seq, n in (("short", cfg.short_len), ("long", cfg.long_len)):
         for side in cfg.item_side:
-            f.append(FeatureDef(f"{seq}_{side}s", "string", [n], "serving", side, PAD))
+            f.append((PAGE_SCOPE, FeatureDef(f"{seq}_{side}s", "string", [n], "serving", side,
+                                             PAD)))
     # training-only: label and in-page context
-    f.append(FeatureDef("label", "int64", [], "train", None, 0))
+    f.append((EXAMPLE_SCOPE, FeatureDef("label", "int64", [], "train", None, 0)))
     for side in cfg.item_side:
-        f.append(FeatureDef(f"context_{side}s", "string", [cfg.max_context], "train", side, PAD))
-    f.append(FeatureDef("context_labels", "int64", [cfg.max_context], "train", None, LABEL_PAD))
-    f.append(FeatureDef("page_num_clicked", "int64", [], "train", None, 0))
-    f.append(FeatureDef("page_num_unclicked", "int64", [], "train", None, 0))
+        f.append((EXAMPLE_SCOPE, FeatureDef(f"context_{side}s", "string", [cfg.max_context],
+                                            "train", side, PAD)))
+    f.append((EXAMPLE_SCOPE, FeatureDef("context_labels", "int64", [cfg.max_context], "train",
+                                        None, LABEL_PAD)))
+    f.append((PAGE_SCOPE, FeatureDef("page_num_clicked", "int64", [], "train", None, 0)))
+    f.append((PAGE_SCOPE, FeatureDef("page_num_unclicked", "int64", [], "train", None, 0)))
     # evaluation metadata
-    f.append(FeatureDef("page_id", "string", [], "meta", None, PAD))
-    f.append(FeatureDef("timestamp", "int64", [], "meta", None, 0))
-    f.append(FeatureDef("history_length", "int64", [], "meta", None, 0))
+    f.append((PAGE_SCOPE, FeatureDef("page_id", "string", [], "meta", None, PAD)))
+    f.append((PAGE_SCOPE, FeatureDef("timestamp", "int64", [], "meta", None, 0)))
+    f.append((PAGE_SCOPE, FeatureDef("history_length", "int64", [], "meta", None, 0)))
     return f
+
+
+def build_feature_defs(cfg: SpecConfig) -> List[FeatureDef]:
+    """The list of example features for a given configuration (order is stable)."""
+    return [fd for _, fd in scoped_feature_defs(cfg)]
+
+
+def encoding_layout(cfg: SpecConfig) -> List[Tuple[str, List[str]]]:
+    """``[(scope, [feature names])]`` for every scope of :data:`ENCODING_SCOPES` in order, the
+    names in spec order: the order of the features in a serialized example."""
+    scoped = scoped_feature_defs(cfg)
+    return [(scope, [fd.name for sc, fd in scoped if sc == scope]) for scope in ENCODING_SCOPES]
 
 
 @dataclasses.dataclass
@@ -128,6 +173,16 @@ class FeatureSpec:
     @property
     def serving_features(self) -> Dict[str, FeatureDef]:
         return self.by_role("serving")
+
+    def encoding_layout(self) -> List[Tuple[str, List[str]]]:
+        """:func:`encoding_layout` of this spec's configuration; raises ``ValueError`` when the
+        spec's features are not the ones its configuration defines."""
+        layout = encoding_layout(self.config)
+        names = [n for _, ns in layout for n in ns]
+        if sorted(names) != sorted(self.features):
+            raise ValueError(f"feature spec out of sync with its config: "
+                             f"{sorted(set(names) ^ set(self.features))}")
+        return layout
 
     def vocab_path(self, vocab: str) -> str:
         return os.path.join(self.root, self.vocabularies[vocab])

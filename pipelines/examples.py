@@ -33,6 +33,16 @@ second-last valid when the user has at least 3 pages, otherwise all of the user'
 
 Vocabulary tokens counted for the training split: every row of a train page (sampled negatives
 included) and every history-only row earlier than the user's first non-train page.
+
+:meth:`UserExampleBuilder.build` runs these as steps, each a function or method here: pages in
+time order (``UserLog.pages``) -> :func:`add_negatives` (positives-only sources) ->
+:func:`assign_splits` -> :class:`ClickHistory` (sequence windows) -> per page
+:func:`page_columns`, :func:`page_contexts` (context choice, :func:`choose_context`) ->
+plain feature dicts (:meth:`~UserExampleBuilder.page_features`, once per page;
+:meth:`~UserExampleBuilder.example_features`, per example) -> encoding by the feature spec
+(:class:`pipelines.tfexample.SpecEncoder`: names, dtypes, lengths, padding values and entry
+order all come from the spec; a dict that does not fit it raises naming the feature) ->
+:func:`count_page` / :func:`count_tokens` (statistics, vocabulary).
 """
 from __future__ import annotations
 
@@ -40,16 +50,25 @@ import bisect
 import collections.abc
 import dataclasses
 from collections import Counter
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ctrcore.schema import ITEM_SIDE, USER_PROFILE_PREFIX, SpecConfig, build_feature_defs
-from pipelines import tfexample as tfx
+from ctrcore.schema import (EXAMPLE_SCOPE, ITEM_SIDE, PAGE_SCOPE, PROFILE_SCOPE,
+                            USER_PROFILE_PREFIX, FeatureSpec, SpecConfig)
 from pipelines.canonical import ORIGIN, origin_key
 from pipelines.negatives import sample_negatives, stable_random
 from pipelines.pages import UserLog
+from pipelines.tfexample import SpecEncoder, Subsequence
 
 SPLITS = ("train", "valid", "test")
 INF = float("inf")
+
+Row = Dict[str, Any]
+Page = Tuple[str, int, List[Row]]  # (page_id, page timestamp, rows in page order)
+Sides = Tuple[str, str]  # (category_id, seller_id)
+ItemTable = Mapping[str, Sides]
+#: a page's columns: (item ids, category ids, seller ids, labels), one entry per row
+Columns = Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...], Tuple[int, ...]]
+NO_SIDES: Sides = ("", "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +87,9 @@ class BuildConfig:
                           max_context=self.max_context, user_profile=tuple(self.user_profile))
 
 
+# ---------------------------------------------------------------------------------------------
+# context choice
+# ---------------------------------------------------------------------------------------------
 def split_by_label(labels: Sequence[int]) -> Tuple[List[int], List[int]]:
     """(indices of clicked items, indices of the others), each in page order."""
     clicked = [j for j, y in enumerate(labels) if y == 1]
@@ -93,6 +115,19 @@ class _Without(collections.abc.Sequence):
         return self.base[j if j < self.k or self.n == len(self.base) else j + 1]
 
 
+#: index lists up to this long are copied without the target (``random.sample`` copies a
+#: small population anyway, item by item: slow through a view); longer ones are viewed
+_COPY_MAX = 1024
+
+
+def _without(indices: List[int], target: int) -> Sequence[int]:
+    """``indices`` (sorted) minus ``target``: a list, or a :class:`_Without` view when long.
+    Either gives ``random.sample`` the same population, hence the same draws."""
+    if len(indices) <= _COPY_MAX:
+        return [j for j in indices if j != target]
+    return _Without(indices, target)
+
+
 def choose_context(labels: Sequence[int], target: int, cap: int, rng_parts,
                    by_label: Optional[Tuple[List[int], List[int]]] = None) -> List[int]:
     """Indices of the context items kept for the target at index ``target`` (page order).
@@ -102,8 +137,8 @@ def choose_context(labels: Sequence[int], target: int, cap: int, rng_parts,
     if n - 1 <= cap:
         return [j for j in range(n) if j != target]
     all_clicked, all_unclicked = by_label if by_label is not None else split_by_label(labels)
-    clicked = _Without(all_clicked, target)
-    unclicked = _Without(all_unclicked, target)
+    clicked = _without(all_clicked, target)
+    unclicked = _without(all_unclicked, target)
     rng = stable_random(*rng_parts)
     if len(clicked) >= cap:
         chosen = rng.sample(clicked, cap)
@@ -113,203 +148,284 @@ def choose_context(labels: Sequence[int], target: int, cap: int, rng_parts,
     return chosen
 
 
+def page_contexts(cols: Columns, cap: int, rng_parts: tuple
+                  ) -> Iterator[Tuple[Subsequence, Subsequence, Subsequence, Subsequence]]:
+    """Per target of the page (page order): its context columns (item, category and seller
+    ids, labels) of the kept context items (:func:`choose_context`, seeded by
+    ``rng_parts + (target index,)``), in page order, unpadded; as views of the page's columns
+    (:class:`pipelines.tfexample.Subsequence`: the encoder encodes each column once per page)."""
+    ids, cats, sels, labels = cols
+    n = len(labels)
+    if n - 1 <= cap:  # every other item of the page
+        for i in range(n):
+            yield (Subsequence(ids, i), Subsequence(cats, i), Subsequence(sels, i),
+                   Subsequence(labels, i))
+        return
+    by_label = split_by_label(labels)
+    for i in range(n):
+        ctx = choose_context(labels, i, cap, rng_parts + (i,), by_label)
+        yield (Subsequence(ids, picks=ctx), Subsequence(cats, picks=ctx),
+               Subsequence(sels, picks=ctx), Subsequence(labels, picks=ctx))
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps of one user's examples
+# ---------------------------------------------------------------------------------------------
+def assign_splits(pages: Sequence[Page], strategy: str, cutoffs: Tuple[float, float]
+                  ) -> List[str]:
+    """The split of each page (pages in time order): ``time`` compares the page timestamp with
+    the cutoffs ``(q_valid, q_test)``; ``leave_last_out`` makes the last page test and the
+    second-last valid when there are at least 3 pages, otherwise all pages are train."""
+    if strategy == "time":
+        q_valid, q_test = cutoffs
+        return ["test" if ts >= q_test else "valid" if ts >= q_valid else "train"
+                for _, ts, _ in pages]
+    splits = ["train"] * len(pages)
+    if len(pages) >= 3:
+        splits[-1], splits[-2] = "test", "valid"
+    return splits
+
+
+def first_eval_timestamp(pages: Sequence[Page], splits: Sequence[str]) -> float:
+    """Timestamp of the user's first non-train page (``inf`` when there is none)."""
+    return min((ts for (_, ts, _), s in zip(pages, splits) if s != "train"), default=INF)
+
+
+def row_sides(r: Row, item_table: ItemTable) -> Sides:
+    """The row's (category, seller), each taken from the item table when the row has none."""
+    cat, sel = r["category_id"], r["seller_id"]
+    if not cat or not sel:
+        tc, ts = item_table.get(r["item_id"], NO_SIDES)
+        cat, sel = cat or tc, sel or ts
+    return cat, sel
+
+
+def page_negatives(user: str, page: Page, excluded: set, item_table: ItemTable,
+                   universe: Sequence[str], seed: int, per_positive: int,
+                   profile_keys: Sequence[str]) -> List[Row]:
+    """Sampled negative rows of one page: ``per_positive`` per positive row (seeded by
+    ``(seed, user, page, item)``), none in ``excluded`` or on the page; each with the sampled
+    item's sides from the item table, the positive's trigger and profile, origin
+    ``negative:<page_id>:<n>``."""
+    pid, pts, rows = page
+    on_page = {r["item_id"] for r in rows}
+    extra: List[Row] = []
+    for r in rows:
+        if r["clicked"] != 1:
+            continue
+        rng = stable_random(seed, "neg", user, pid, r["item_id"])
+        for item in sample_negatives(rng, universe, excluded | on_page, per_positive):
+            on_page.add(item)
+            cat, sel = item_table.get(item, NO_SIDES)
+            neg = {k: r.get(k, "") for k in profile_keys}
+            neg.update(page_id=pid, user_id=user, item_id=item, clicked=0, timestamp=pts,
+                       position=-1, is_history=0, trigger_item_id=r["trigger_item_id"],
+                       category_id=cat, seller_id=sel)
+            neg[ORIGIN] = f"negative:{pid}:{len(rows) + len(extra)}"
+            extra.append(neg)
+    return extra
+
+
+def add_negatives(log: UserLog, item_table: ItemTable, universe: Sequence[str], seed: int,
+                  per_positive: int, profile_keys: Sequence[str]) -> Tuple[List[Page], int]:
+    """The user's pages with their sampled negatives appended (:func:`page_negatives`,
+    excluding every item the user interacted with), and the number sampled."""
+    interacted = {r["item_id"] for r in log.history}
+    for _, _, rows in log.pages:
+        interacted.update(r["item_id"] for r in rows)
+    pages, sampled = [], 0
+    for page in log.pages:
+        extra = page_negatives(log.user_id, page, interacted, item_table, universe, seed,
+                               per_positive, profile_keys)
+        sampled += len(extra)
+        pages.append((page[0], page[1], page[2] + extra))
+    return pages, sampled
+
+
+class ClickHistory:
+    """The user's clicks (history-only rows and clicked exposures, sampled negatives never) in
+    (timestamp, origin) order, as columns of item / category / seller ids, with a pointer moved
+    forward page by page (:meth:`advance`): O(rows log rows) per user."""
+
+    def __init__(self, history: Sequence[Row], pages: Sequence[Page], item_table: ItemTable):
+        clicks = list(history)
+        for _, _, rows in pages:
+            clicks.extend(r for r in rows
+                          if r["clicked"] == 1 and not r[ORIGIN].startswith("negative:"))
+        clicks.sort(key=lambda r: (r["timestamp"], origin_key(r[ORIGIN])))
+        self.timestamps = [r["timestamp"] for r in clicks]
+        sides = [row_sides(r, item_table) for r in clicks]
+        self.columns = (tuple([r["item_id"] for r in clicks]), tuple([c for c, _ in sides]),
+                        tuple([s for _, s in sides]))
+        self.count = 0
+
+    def advance(self, ts: int) -> int:
+        """Move the pointer past the clicks strictly before ``ts`` (non-decreasing across
+        calls); returns their number (the history length L)."""
+        j, tss = self.count, self.timestamps
+        while j < len(tss) and tss[j] < ts:
+            j += 1
+        self.count = j
+        return j
+
+    def window(self, length: int) -> Tuple[Subsequence, Subsequence, Subsequence]:
+        """The last ``length`` clicks before the pointer, most recent first, per column (views
+        of the columns: the encoder encodes a user's clicks once)."""
+        picks = range(self.count - 1, max(0, self.count - length) - 1, -1)
+        ids, cats, sels = self.columns
+        return (Subsequence(ids, picks=picks), Subsequence(cats, picks=picks),
+                Subsequence(sels, picks=picks))
+
+
+def page_columns(rows: Sequence[Row], item_table: ItemTable) -> Columns:
+    """(item ids, category ids, seller ids (:func:`row_sides`), labels) of a page's rows."""
+    sides = [row_sides(r, item_table) for r in rows]
+    return (tuple([r["item_id"] for r in rows]), tuple([c for c, _ in sides]),
+            tuple([s for _, s in sides]), tuple([r["clicked"] for r in rows]))
+
+
+def count_tokens(tokens: Counter, r: Row, cat: str, sel: str, profile_keys: Sequence[str],
+                 with_user: bool) -> None:
+    """Count one row's vocabulary tokens (item, non-empty sides, and with ``with_user`` the
+    user and the non-empty profile values)."""
+    tokens[("item_id", r["item_id"])] += 1
+    if cat:
+        tokens[("category_id", cat)] += 1
+    if sel:
+        tokens[("seller_id", sel)] += 1
+    if with_user:
+        tokens[("user_id", r["user_id"])] += 1
+        for k in profile_keys:
+            v = r.get(k, "")
+            if v:
+                tokens[(k, v)] += 1
+
+
+def count_user_rows(stats: Counter, log: UserLog) -> None:
+    """Row statistics of one user (before negatives)."""
+    stats["rows_used"] += log.num_rows()
+    stats["rows_history"] += len(log.history)
+    stats["rows_exposure"] += log.num_rows() - len(log.history)
+    stats["users"] += 1
+
+
+def count_page(stats: Counter, split: str, n: int, n_clicked: int, history_length: int
+               ) -> None:
+    """Statistics of one page of ``n`` examples."""
+    stats[("pages", split)] += 1
+    stats[("examples", split)] += n
+    if split == "train":
+        stats["train_clicked"] += n_clicked
+        stats["train_unclicked"] += n - n_clicked
+        stats["train_history_sum"] += history_length * n
+        stats["train_examples"] += n
+
+
+# ---------------------------------------------------------------------------------------------
+# the builder
+# ---------------------------------------------------------------------------------------------
 class UserExampleBuilder:
-    """Builds one user's examples; accumulates statistics and train vocabulary tokens."""
+    """Builds one user's examples; accumulates statistics and train vocabulary tokens.
+
+    The examples are feature dicts encoded by a :class:`pipelines.tfexample.SpecEncoder` of
+    the configuration's ``FeatureSpec`` (names, dtypes, lengths, padding and entry order from
+    the spec): the page-scope features once per page (:meth:`page_features`), the example and
+    profile features per example (:meth:`example_features`)."""
 
     def __init__(self, cfg: BuildConfig):
         if cfg.split not in ("time", "leave_last_out"):
             raise ValueError(f"unknown split strategy {cfg.split!r} (time | leave_last_out)")
-        self.cfg = cfg
-        self.profile_keys = [USER_PROFILE_PREFIX + p for p in cfg.user_profile]
-        spec_names = [f.name for f in build_feature_defs(cfg.spec_config())]
         if list(cfg.spec_config().item_side) != list(ITEM_SIDE):
             raise ValueError("only the streamlined item side features are supported")
-        mine = (["user_id"] + self.profile_keys + list(ITEM_SIDE)
-                + ["trigger_" + s for s in ITEM_SIDE]
-                + [f"{q}_{s}s" for q in ("short", "long") for s in ITEM_SIDE] + ["label"]
-                + [f"context_{s}s" for s in ITEM_SIDE]
-                + ["context_labels", "page_num_clicked", "page_num_unclicked", "page_id",
-                   "timestamp", "history_length"])
-        if sorted(mine) != sorted(spec_names):
-            raise AssertionError(f"example encoder out of sync with the feature spec: "
-                                 f"{sorted(set(mine) ^ set(spec_names))}")
+        self.cfg = cfg
+        self.profile_keys = [USER_PROFILE_PREFIX + p for p in cfg.user_profile]
+        self.spec = FeatureSpec.create(cfg.spec_config())
+        encoder = SpecEncoder(self.spec)
+        self._encode_page = encoder.part(PAGE_SCOPE).encode
+        self._encode_example = encoder.part(EXAMPLE_SCOPE, PROFILE_SCOPE).encode
+        self._join = encoder.join
 
     # ------------------------------------------------------------------------------------------
-    def build(self, log: UserLog, item_table: Dict[str, Tuple[str, str]], universe: Sequence[str],
+    def build(self, log: UserLog, item_table: ItemTable, universe: Sequence[str],
               cutoffs: Tuple[float, float], stats: Counter, tokens: Counter
               ) -> Iterator[Tuple[str, bytes]]:
+        """``(split, serialized example)`` of every exposure of the user (sampled negatives
+        included), page by page; adds the user's statistics to ``stats`` and the train
+        vocabulary tokens to ``tokens``."""
         cfg = self.cfg
-        user = log.user_id
+        count_user_rows(stats, log)
         pages = log.pages
-        no_side = ("", "")
-
-        def side(r):
-            cat, sel = r["category_id"], r["seller_id"]
-            if not cat or not sel:
-                tc, ts = item_table.get(r["item_id"], no_side)
-                cat, sel = cat or tc, sel or ts
-            return cat, sel
-
-        stats["rows_used"] += log.num_rows()
-        stats["rows_history"] += len(log.history)
-        stats["rows_exposure"] += log.num_rows() - len(log.history)
-        stats["users"] += 1
-
-        # --- negatives (positives-only sources) -------------------------------------------------
         if cfg.positives_only and cfg.negatives_per_positive > 0:
-            interacted = {r["item_id"] for r in log.history}
-            for _, _, prs in pages:
-                interacted.update(r["item_id"] for r in prs)
-            new_pages = []
-            for pid, pts, prs in pages:
-                on_page = {r["item_id"] for r in prs}
-                extra = []
-                for r in prs:
-                    if r["clicked"] != 1:
-                        continue
-                    rng = stable_random(cfg.seed, "neg", user, pid, r["item_id"])
-                    for item in sample_negatives(rng, universe, interacted | on_page,
-                                                 cfg.negatives_per_positive):
-                        on_page.add(item)
-                        cat, sel = item_table.get(item, no_side)
-                        neg = {k: r.get(k, "") for k in self.profile_keys}
-                        neg.update(page_id=pid, user_id=user, item_id=item, clicked=0,
-                                   timestamp=pts, position=-1, is_history=0,
-                                   trigger_item_id=r["trigger_item_id"], category_id=cat,
-                                   seller_id=sel)
-                        neg[ORIGIN] = f"negative:{pid}:{len(prs) + len(extra)}"
-                        extra.append(neg)
-                stats["negatives_sampled"] += len(extra)
-                new_pages.append((pid, pts, prs + extra))
-            pages = new_pages
-
-        # --- split -------------------------------------------------------------------------------
-        n_pages = len(pages)
-        if cfg.split == "time":
-            q_valid, q_test = cutoffs
-            splits = ["test" if ts >= q_test else "valid" if ts >= q_valid else "train"
-                      for _, ts, _ in pages]
-        else:
-            splits = ["train"] * n_pages
-            if n_pages >= 3:
-                splits[-1], splits[-2] = "test", "valid"
-        first_eval_ts = min((ts for (_, ts, _), s in zip(pages, splits) if s != "train"),
-                            default=INF)
-
-        # --- click history, sorted once ------------------------------------------------------------
-        clicks = []
-        for r in log.history:
-            clicks.append((r["timestamp"], origin_key(r[ORIGIN]), r))
-            if r["timestamp"] < first_eval_ts:
-                self._count_tokens(tokens, r, side(r), with_user=False)
-        for _, _, prs in pages:
-            for r in prs:
-                if r["clicked"] == 1 and not r[ORIGIN].startswith("negative:"):
-                    clicks.append((r["timestamp"], origin_key(r[ORIGIN]), r))
-        clicks.sort(key=lambda c: (c[0], c[1]))
-        click_ts = [c[0] for c in clicks]
-        click_enc = []
-        for _, _, r in clicks:
-            cat, sel = side(r)
-            click_enc.append((tfx.bytes_value(r["item_id"]), tfx.bytes_value(cat),
-                              tfx.bytes_value(sel)))
-
-        # --- pages -> examples -------------------------------------------------------------------
-        S, Lg, C = cfg.short_len, cfg.long_len, cfg.max_context
-        pad = tfx.PAD_VALUE
-        neg1 = tfx.varint(-1)
-        sbe = tfx.scalar_bytes_entry
-        label_entry = {0: tfx.scalar_int64_entry("label", 0), 1: tfx.scalar_int64_entry("label", 1)}
-        j = 0
+            pages, sampled = add_negatives(log, item_table, universe, cfg.seed,
+                                           cfg.negatives_per_positive, self.profile_keys)
+            stats["negatives_sampled"] += sampled
+        splits = assign_splits(pages, cfg.split, cutoffs)
+        self.count_history_tokens(tokens, log.history, first_eval_timestamp(pages, splits),
+                                  item_table)
+        clicks = ClickHistory(log.history, pages, item_table)
         max_L = -1  # the user's activeness: history length at their latest page (any split)
-        had_train = False
-        user_enc = tfx.bytes_entry("user_id", [user])
-        for (pid, pts, prs), split in zip(pages, splits):
-            while j < len(clicks) and click_ts[j] < pts:
-                j += 1
-            L = j
-            n = len(prs)
-            labels = [r["clicked"] for r in prs]
-            n1 = sum(labels)
-            n0 = n - n1
-            # page-common entries
-            common = [user_enc]
-            for q, m in (("short", S), ("long", Lg)):
-                seq = click_enc[max(0, j - m):j][::-1]
-                padn = [pad] * (m - len(seq))
-                for k, s in enumerate(ITEM_SIDE):
-                    common.append(tfx.bytes_entry_encoded(f"{q}_{s}s", [e[k] for e in seq] + padn))
-            common.append(tfx.int64_entry("page_num_clicked", [n1]))
-            common.append(tfx.int64_entry("page_num_unclicked", [n0]))
-            common.append(tfx.bytes_entry("page_id", [pid]))
-            common.append(tfx.int64_entry("timestamp", [pts]))
-            common.append(tfx.int64_entry("history_length", [L]))
-            common_b = b"".join(common)
-
-            sides = [side(r) for r in prs]
-            bv = tfx.bytes_value
-            cols = ([bv(r["item_id"]) for r in prs], [bv(c[0]) for c in sides],
-                    [bv(c[1]) for c in sides])
-            nocap = n - 1 <= C
-            by_label = None if nocap else split_by_label(labels)
-            if nocap:
-                pad_tail = pad * (C - n + 1)
-                lab_tail = neg1 * (C - n + 1)
-            lab_bytes = bytes(labels)  # 0/1 labels are their own one-byte varints
-            for i, r in enumerate(prs):
-                if nocap:
-                    ctx_inner = [b"".join(col[:i]) + b"".join(col[i + 1:]) + pad_tail
-                                 for col in cols]
-                    ctx_lab = lab_bytes[:i] + lab_bytes[i + 1:] + lab_tail
-                else:
-                    ctx = choose_context(labels, i, C, (cfg.seed, "ctx", user, pid, i),
-                                         by_label)
-                    fill = C - len(ctx)
-                    ctx_inner = [b"".join([col[c] for c in ctx]) + pad * fill for col in cols]
-                    ctx_lab = bytes([labels[c] for c in ctx]) + neg1 * fill
-                trig = r["trigger_item_id"]
-                tc, tsel = item_table.get(trig, no_side) if trig else no_side
-                cs = sides[i]
-                entries = [common_b,
-                           sbe("item_id", r["item_id"]),
-                           sbe("category_id", cs[0]),
-                           sbe("seller_id", cs[1]),
-                           sbe("trigger_item_id", trig),
-                           sbe("trigger_category_id", tc),
-                           sbe("trigger_seller_id", tsel),
-                           label_entry[labels[i]],
-                           tfx.bytes_entry_joined("context_item_ids", ctx_inner[0]),
-                           tfx.bytes_entry_joined("context_category_ids", ctx_inner[1]),
-                           tfx.bytes_entry_joined("context_seller_ids", ctx_inner[2]),
-                           tfx.int64_entry_packed("context_labels", ctx_lab)]
-                for k in self.profile_keys:
-                    entries.append(sbe(k, r.get(k, "")))
-                yield split, tfx.example(entries)
+        for page, split in zip(pages, splits):
+            L = clicks.advance(page[1])
+            cols = page_columns(page[2], item_table)
+            for ex in self.page_examples(log.user_id, page, cols, L, clicks, item_table):
+                yield split, ex
             max_L = max(max_L, L)
-            stats[("pages", split)] += 1
-            stats[("examples", split)] += n
+            count_page(stats, split, len(cols[3]), sum(cols[3]), L)
             if split == "train":
-                had_train = True
-                stats["train_clicked"] += n1
-                stats["train_unclicked"] += n0
-                stats["train_history_sum"] += L * n
-                stats["train_examples"] += n
-                for r, cs in zip(prs, sides):
-                    self._count_tokens(tokens, r, cs, with_user=True)
+                for r, cat, sel in zip(page[2], cols[1], cols[2]):
+                    count_tokens(tokens, r, cat, sel, self.profile_keys, with_user=True)
         if max_L >= 0:
             stats[("user_L", max_L)] += 1
-        if had_train:
+        if "train" in splits:
             stats["users_with_train_examples"] += 1
 
-    def _count_tokens(self, tokens: Counter, r, cs, with_user: bool) -> None:
-        tokens[("item_id", r["item_id"])] += 1
-        if cs[0]:
-            tokens[("category_id", cs[0])] += 1
-        if cs[1]:
-            tokens[("seller_id", cs[1])] += 1
-        if with_user:
-            tokens[("user_id", r["user_id"])] += 1
-            for k in self.profile_keys:
-                v = r.get(k, "")
-                if v:
-                    tokens[(k, v)] += 1
+    def count_history_tokens(self, tokens: Counter, history: Sequence[Row], before: float,
+                             item_table: ItemTable) -> None:
+        """Train vocabulary tokens of the history-only rows earlier than ``before`` (the
+        user's first non-train page)."""
+        for r in history:
+            if r["timestamp"] < before:
+                cat, sel = row_sides(r, item_table)
+                count_tokens(tokens, r, cat, sel, self.profile_keys, with_user=False)
+
+    def page_examples(self, user: str, page: Page, cols: Columns, history_length: int,
+                      clicks: ClickHistory, item_table: ItemTable) -> Iterator[bytes]:
+        """The serialized examples of one page, one per row (page order)."""
+        pid, _, rows = page
+        page_entries = self._encode_page(
+            self.page_features(user, page, cols, history_length, clicks))
+        contexts = page_contexts(cols, self.cfg.max_context, (self.cfg.seed, "ctx", user, pid))
+        for i, (r, ctx) in enumerate(zip(rows, contexts)):
+            yield self._join(page_entries,
+                             self._encode_example(self.example_features(r, i, cols, ctx,
+                                                                        item_table)))
+
+    def page_features(self, user: str, page: Page, cols: Columns, history_length: int,
+                      clicks: ClickHistory) -> Dict[str, Any]:
+        """The page-scope features: the same for every example of the page."""
+        pid, pts, _ = page
+        n_clicked = sum(cols[3])
+        short = clicks.window(self.cfg.short_len)
+        long = clicks.window(self.cfg.long_len)
+        return {"user_id": user,
+                "short_item_ids": short[0], "short_category_ids": short[1],
+                "short_seller_ids": short[2],
+                "long_item_ids": long[0], "long_category_ids": long[1],
+                "long_seller_ids": long[2],
+                "page_num_clicked": n_clicked, "page_num_unclicked": len(cols[3]) - n_clicked,
+                "page_id": pid, "timestamp": pts, "history_length": history_length}
+
+    def example_features(self, r: Row, i: int, cols: Columns, ctx, item_table: ItemTable
+                         ) -> Dict[str, Any]:
+        """The example-scope and profile features of the page's ``i``-th row ``r``; ``ctx``:
+        its context columns (:func:`page_contexts`)."""
+        trig = r["trigger_item_id"]
+        tcat, tsel = item_table.get(trig, NO_SIDES) if trig else NO_SIDES
+        f = {"item_id": cols[0][i], "category_id": cols[1][i], "seller_id": cols[2][i],
+             "trigger_item_id": trig, "trigger_category_id": tcat, "trigger_seller_id": tsel,
+             "label": cols[3][i],
+             "context_item_ids": ctx[0], "context_category_ids": ctx[1],
+             "context_seller_ids": ctx[2], "context_labels": ctx[3]}
+        for k in self.profile_keys:
+            f[k] = r.get(k, "")
+        return f

@@ -190,7 +190,9 @@ def test_dmr_terms_and_gradients(fake):
 def test_fit_with_baseline(fake, name):
     d, spec, _ = fake
     model = _model(spec, B.BASELINES[name]())
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    # eager: the fit loop with the aux loss, not its tracing (the traced train step with the
+    # three baselines together runs in test_trainer.py, din+deepmcp+dmr+dropoutnet)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
     ds = data.make_dataset(d, "train", 64, shuffle=False).take(4)
     hist = model.fit(ds, epochs=1, verbose=0)
     key = {"dropoutnet": "dropoutnet", "deepmcp": "deepmcp_corr", "dmr": "dmr"}[name]

@@ -14,6 +14,14 @@ no sampled negatives, and pages are small enough for the context cap. The split 
 (the time cutoffs depend on every page), so examples are compared across the three splits.
 "Touched" users are found conservatively: the user of every line a corruption changed, and every
 user or page number (4-digit ids in disjoint ranges) that appears anywhere in a changed line.
+
+A Beam job costs seconds of graph construction whatever its input, so one job reads several
+variants at once: every variant is its own file in its own "slot", a copy of the clean log whose
+users (U1000+50*slot ...) and pages (P5000+100*slot ...) are renumbered into disjoint ranges, so
+the variants cannot touch each other's users (a number in a changed line is mapped to its user
+in any slot). One clean job over every slot gives the reference. Each Hypothesis example is one
+job of two variants per format; a deterministic variant per format applies every corruption
+class at once (plus a truncated Parquet file).
 """
 from __future__ import annotations
 
@@ -57,19 +65,42 @@ def clean_rows():
 
 ROWS = clean_rows()
 
+FMTS = ("csv", "jsonl", "parquet")
+DRAWN_PER_FMT = 2  # Hypothesis variants per format in one job
+# slot -> format: the deterministic variants (every corruption class; a truncated Parquet file),
+# then the Hypothesis variants
+SLOT_FMT = list(FMTS) + ["parquet"] + [f for f in FMTS for _ in range(DRAWN_PER_FMT)]
+# users 1000+50*slot.. stay below 1700 (the timestamps' first 4 digits), pages below 7000 (items)
+assert len(SLOT_FMT) <= 14 and len(ROWS) < 100
+
+
+def slot_rows(slot):
+    """The clean log renumbered into the slot's user and page ranges."""
+    return [dict(r, user=f"U{int(r['user'][1:]) + 50 * slot}",
+                 page=f"P{int(r['page'][1:]) + 100 * slot}",
+                 ts=str(int(r["ts"]) + 100 * 100 * slot)) for r in ROWS]
+
+
+def slot_users(slot):
+    return {u + 50 * slot for u in USERS}
+
+
+ALL_USERS = {u: s for s in range(len(SLOT_FMT)) for u in slot_users(s)}  # user -> slot
+PAGE_USER = {int(r["page"][1:]): int(r["user"][1:])
+             for s in range(len(SLOT_FMT)) for r in slot_rows(s)}
+
 
 def numbers_in(text) -> set:
-    """Users referenced by a line: 4-digit windows in the user range, or in the page range
-    (mapped to the page's user)."""
-    page_user = {r["page"]: int(r["user"][1:]) for r in ROWS}
+    """Users referenced by a line: 4-digit windows in a user range, or in a page range
+    (mapped to the page's user), of any slot."""
     out = set()
     s = text if isinstance(text, str) else text.decode("latin-1")
     for m in re.finditer(r"(?=(\d{4}))", s):
         n = int(m.group(1))
-        if n in USERS:
+        if n in ALL_USERS:
             out.add(n)
-        elif f"P{n}" in page_user:
-            out.add(page_user[f"P{n}"])
+        elif n in PAGE_USER:
+            out.add(PAGE_USER[n])
     return out
 
 
@@ -86,9 +117,10 @@ OPS = ("truncate", "random_bytes", "stray_quote", "stray_delimiter", "duplicate"
        "huge_field", "drop_column", "extra_column")
 
 
-def corrupt_lines(fmt, ops, bom, crlf):
+def corrupt_lines(fmt, ops, bom, crlf, slot=0):
     """-> (file bytes, users touched). ``ops``: [(op, line index, position seed, bytes)]."""
-    lines = [[text_line(r, fmt), int(r["user"][1:]), False] for r in ROWS]  # [bytes, user, changed]
+    lines = [[text_line(r, fmt), int(r["user"][1:]), False]  # [bytes, user, changed]
+             for r in slot_rows(slot)]
     for op, i, pos, junk in ops:
         i %= len(lines)
         line, user, _ = lines[i]
@@ -147,8 +179,8 @@ def corrupt_lines(fmt, ops, bom, crlf):
     return body, touched
 
 
-def corrupt_parquet(path, ops, truncate_file):
-    rows = [dict(r) for r in ROWS]
+def corrupt_parquet(path, ops, truncate_file, slot=0):
+    rows = slot_rows(slot)
     users = [int(r["user"][1:]) for r in rows]
     touched = set()
     extra = False
@@ -182,15 +214,15 @@ def corrupt_parquet(path, ops, truncate_file):
     if truncate_file:
         data = open(path, "rb").read()
         open(path, "wb").write(data[:len(data) * 2 // 3])
-        touched |= set(USERS)
+        touched |= slot_users(slot)
     return touched
 
 
 # ---------------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------------
-def run_job(path, out):
-    src = get_source("generic", str(path), mapping=MAPPING)
+def run_job(paths, out):
+    src = get_source("generic", [str(p) for p in paths], mapping=MAPPING)
     cfg = P.PreprocessConfig(output_dir=str(out), num_shards=1, valid_fraction=0.2,
                              test_fraction=0.2, max_context=20, shuffle_buckets=0)
     st_ = P.run(src, cfg, ["--runner=DirectRunner"])
@@ -202,49 +234,84 @@ def run_job(path, out):
     return st_, by_user
 
 
+def write_variant(d, slot, ops, bom, crlf, truncate_file):
+    """Slot ``slot``'s log in its format, corrupted; -> (path, users touched)."""
+    fmt = SLOT_FMT[slot]
+    path = d / f"log{slot}.{fmt}"
+    if fmt == "parquet":
+        touched = corrupt_parquet(str(path), ops, truncate_file, slot)
+    else:
+        data, touched = corrupt_lines(fmt, ops, bom, crlf, slot)
+        path.write_bytes(data)
+    return path, touched
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
+    """user -> examples of the clean log (every slot, each in its format, in one job)."""
     d = tmp_path_factory.mktemp("clean")
-    out = {}
-    for fmt in ("csv", "jsonl", "parquet"):
-        path = d / f"log.{fmt}"
-        if fmt == "parquet":
-            corrupt_parquet(str(path), [], False)
-        else:
-            path.write_bytes(corrupt_lines(fmt, [], False, False)[0])
-        st_, by_user = run_job(path, d / f"out_{fmt}")
-        assert st_["rows_dead_letter"] == 0 and st_["rows_read"] == len(ROWS)
-        assert set(by_user) == set(USERS)
-        out[fmt] = by_user
-    return out
+    paths = [write_variant(d, s, [], False, False, False)[0] for s in range(len(SLOT_FMT))]
+    st_, by_user = run_job(paths, d / "out")
+    assert st_["rows_dead_letter"] == 0 and st_["rows_read"] == len(ROWS) * len(SLOT_FMT)
+    assert set(by_user) == set(ALL_USERS)
+    return by_user
 
 
-op_strategy = st.tuples(st.sampled_from(OPS), st.integers(0, 10_000), st.integers(0, 10_000),
-                        st.binary(min_size=1, max_size=6))
-
-
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-@settings(max_examples=5, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=st.lists(op_strategy, min_size=1, max_size=6), bom=st.booleans(), crlf=st.booleans(),
-       truncate_file=st.integers(0, 9))
-def test_corrupted_logs_never_crash_and_lose_nothing(tmp_path_factory, clean, fmt, ops, bom,
-                                                     crlf, truncate_file):
-    d = tmp_path_factory.mktemp("fuzz")
-    path = d / f"log.{fmt}"
-    if fmt == "parquet":
-        touched = corrupt_parquet(str(path), ops, truncate_file == 0)
-    else:
-        data, touched = corrupt_lines(fmt, ops, bom, crlf)
-        path.write_bytes(data)
-    st_, by_user = run_job(path, d / "out")
+def check_job(d, variants, clean):
+    """Write ``variants`` ({slot: (ops, bom, crlf, truncate_file)}), run one job over them and
+    check it; -> {slot: users checked against the clean log}."""
+    paths, touched = [], set()
+    for slot, v in variants.items():
+        path, t = write_variant(d, slot, *v)
+        paths.append(str(path))
+        touched |= t
+    st_, by_user = run_job(paths, d / "out")
     assert st_["rows_read"] == st_["rows_used"] + st_["rows_dead_letter"]
     assert st_["rows_dead_letter"] == sum(st_["dead_letter_reasons"].values())
     dls = dead_letters(str(d / "out"))
     assert len(dls) == st_["rows_dead_letter"]
     for dl in dls:
-        assert dl["reason"] and dl["origin"].startswith(str(path) + ":"), dl
-        assert str(path) in dl["detail"], dl
-    for u in USERS:
-        if u not in touched:
-            assert by_user.get(u) == clean[fmt][u], (u, sorted(touched))
+        assert dl["reason"], dl
+        assert any(dl["origin"].startswith(p + ":") and p in dl["detail"] for p in paths), dl
+    checked = {}
+    for slot in variants:
+        checked[slot] = slot_users(slot) - touched
+        for u in sorted(checked[slot]):
+            assert by_user.get(u) == clean[u], (slot, u, sorted(touched))
+    return checked
+
+
+# every corruption class at once, at lines of different users (position seeds varied)
+EVERY_CLASS = [(op, 11 * k + 3, 37 * k + 5, b"\xff\x00\",\n")
+               for k, op in enumerate(OPS)]
+
+
+def test_every_corruption_class_in_every_format(tmp_path_factory, clean):
+    """Deterministic: each format's log with every corruption class (line files: with a BOM
+    and CRLF line ends), and a truncated Parquet file."""
+    d = tmp_path_factory.mktemp("every")
+    variants = {0: (EVERY_CLASS, True, True, False), 1: (EVERY_CLASS, True, False, False),
+                2: (EVERY_CLASS, False, False, False), 3: (EVERY_CLASS[:2], False, False, True)}
+    checked = check_job(d, variants, clean)
+    for slot in (0, 1, 2):  # the comparison with the clean log did check someone
+        assert checked[slot], slot
+    assert not checked[3]  # the truncated file touches all of its users
+
+
+op_strategy = st.tuples(st.sampled_from(OPS), st.integers(0, 10_000), st.integers(0, 10_000),
+                        st.binary(min_size=1, max_size=6))
+variant_strategy = st.tuples(st.lists(op_strategy, min_size=1, max_size=6), st.booleans(),
+                             st.booleans(), st.integers(0, 9).map(lambda n: n == 0))
+
+
+@settings(max_examples=3, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(drawn=st.fixed_dictionaries({
+    fmt: st.lists(variant_strategy, min_size=DRAWN_PER_FMT, max_size=DRAWN_PER_FMT)
+    for fmt in FMTS}))
+def test_corrupted_logs_never_crash_and_lose_nothing(tmp_path_factory, clean, drawn):
+    """Each example: one job over ``DRAWN_PER_FMT`` random variants of each format (CSV,
+    JSON-lines, Parquet); ``(ops, bom, crlf, truncate_file)``, the last for Parquet only."""
+    d = tmp_path_factory.mktemp("fuzz")
+    slots = {fmt: [s for s in range(4, len(SLOT_FMT)) if SLOT_FMT[s] == fmt] for fmt in FMTS}
+    check_job(d, {s: v for fmt in FMTS for s, v in zip(slots[fmt], drawn[fmt])}, clean)

@@ -163,7 +163,9 @@ def test_aux_losses_receive_looked_up_ids_and_subset_trains(fake):
     probe = _DtypeProbe(name="probe")
     model = CTRModel(spec, backbones.build_backbone("tan", spec, emb_dim=4, mlp_units=(8,), cm_dim=4),
                      aux_losses=[CCNLoss(stats), AQCLLoss(stats, z_dim=8, T=8, K=2), probe])
-    model.compile(keras.optimizers.Adagrad(0.05))
+    # eager: train_step (lookups, then backbone + aux losses on the ids) is the same code traced
+    # or not; the traced step with CCN + AQCL runs in test_trainer.py (ccn+aqcl, subset input)
+    model.compile(keras.optimizers.Adagrad(0.05), run_eagerly=True)
     names = model.train_feature_names() or list(spec.features)
     h = model.fit(_ds(d, "train", 64, features=names).take(3), epochs=1, verbose=0)
     assert probe.seen == {"item_id": tf.int32, "short_item_ids": tf.int32}

@@ -12,8 +12,10 @@ Model per case, the cheapest that reads the field: ``ccn`` (TAN backbone + CCN l
 embedding, trigger attention, collaborative module, long-sequence search by the target's and
 the trigger's category, in-page context) for trigger and category; ``din`` (every item side of
 the target and the short sequence, the user profile) for seller, profile and position (no model
-reads position). The export is loaded with ``tf.saved_model.load`` after the data directory is
-deleted (so nothing but the export's own assets is read) and both signatures are called.
+reads position). The trained model is exported with ``serving.export.export_model`` without its
+own export check and warmup file (the check below is that export check, on the export alone),
+loaded with ``tf.saved_model.load`` after the data directory is deleted (so nothing but the
+export's own assets is read) and both signatures are called.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def test_absent_optional_field_preprocesses_trains_exports_serves(case, full_log
     from ccn import models
     from ccn import train as T
     from ctrcore.config import TrainConfig
+    from serving import export as serving_export
     from serving import warmup
 
     dropped, empty, model_name = CASES[case]
@@ -95,7 +98,9 @@ def test_absent_optional_field_preprocesses_trains_exports_serves(case, full_log
                       early_stopping_patience=0, export_base=str(tmp_path / "export"),
                       model_name="m")
     caplog.set_level(logging.WARNING, logger="ctrcore.layers")
-    s = T.run(cfg, models.default_loss_params(), argv=[], evaluate=False)
+    s = T.run(cfg, models.default_loss_params(), argv=[], evaluate=False, export=False)
+    export = serving_export.export_model(s["model"], spec, cfg.export_base, cfg.model_name,
+                                         warmup_examples=None, verify=False)
     with open(os.path.join(cfg.model_dir, "history.json")) as fh:
         h = json.load(fh)
     assert h["runtime"]["steps"] == 2 and np.isfinite(h["epochs"][0]["val"]["logloss"]), h
@@ -104,7 +109,6 @@ def test_absent_optional_field_preprocesses_trains_exports_serves(case, full_log
         msg = [w for w in warned if w.startswith(f"vocabulary {v!r}")]
         assert msg and "OOV" in msg[0] and f" {v}" in msg[0], warned
     assert len(warned) == len(empty), warned
-    export = s["export"]
     assert export and os.path.exists(os.path.join(export, "saved_model.pb")), export
 
     # -- serve: load the export alone (data directory gone) and call both signatures --------------

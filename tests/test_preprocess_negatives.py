@@ -45,8 +45,8 @@ def test_positives_only_negatives(tmp_path):
     # ux interacted with every item: no negatives possible
     assert all(e["label"] == [1] for e in exs if e["user_id"] == ["ux"])
     assert st["pages"]["test"] == 8 and st["pages"]["valid"] == 8  # ux: 1 page, all train
-    # seeded: another seed -> other negatives (same seed -> same output: test_determinism and
-    # test_sample_negatives_excludes_and_is_seeded)
+    # seeded: another seed -> other negatives (same seed -> same output:
+    # test_preprocess.py::test_cli_multiprocessing and test_sample_negatives_excludes_and_is_seeded)
     out3 = str(tmp_path / "c")
     run_job(src, out3, negatives_per_positive=2, seed=4)
     recs = lambda o: sorted(r for s in ("train", "valid", "test") for r in split_records(o, s))

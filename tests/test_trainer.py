@@ -101,6 +101,8 @@ def test_every_model_trains_and_evaluates(data, tmp_path, model, aux, optimizer)
         assert any(k.startswith("ccn") for k in aux_terms), train_terms
     if models.all_aux(model, aux):
         assert aux_terms, f"no aux loss term reported: {train_terms}"
+    for a in aux:  # each added aux loss reports its own term(s), traced (cf. test_baselines.py)
+        assert any(k.startswith(a) for k in aux_terms), (a, train_terms)
 
 
 def _tags(event_dir):
