@@ -61,6 +61,7 @@ from pipelines import stats as stats_lib
 from pipelines import transforms as T
 from pipelines.caps import DEFAULT_MAX_ROWS_PER_USER, check_max_rows
 from pipelines.examples import BuildConfig
+from pipelines.sources.fileio import split_for_min_shards
 from pipelines.sinks import (TEXT, TFRECORD, WriteShards, delete_orphan_spills,  # noqa: F401
                              delete_stale_shards, hash_bucket)
 from pipelines.vocab import vocab_lines, write_lines, write_text
@@ -81,6 +82,7 @@ class PreprocessConfig:
     num_shards: int = 0  # files per split and for the dead letters; 0 = auto (AUTO_SHARDS)
     shuffle_buckets: int = 4096  # > 0: train split in a seeded hash order; 0: the builder's
     read_split_mb: float = 64.0  # byte range of one read shard of an uncompressed line file
+    read_min_shards: int = -1  # cut line files smaller to give this many shards (-1 = auto)
     spill_chunk_mb: float = 256.0  # most bytes of records a writer holds in memory
     max_rows_per_user: int = DEFAULT_MAX_ROWS_PER_USER  # 0 = no cap (pipelines/caps.py)
     user_grouping: str = "auto"  # see resolve_user_grouping
@@ -109,6 +111,8 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
         raise ValueError(f"--user_grouping={cfg.user_grouping!r}: one of {list(USER_GROUPINGS)}")
     if cfg.user_partitions < 1:
         raise ValueError(f"--user_partitions={cfg.user_partitions} must be >= 1")
+    if cfg.read_min_shards < -1:
+        raise ValueError(f"--read_min_shards={cfg.read_min_shards} must be >= -1 (-1 = auto)")
     for name in ("read_split_mb", "spill_chunk_mb"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"--{name}={getattr(cfg, name)} must be > 0")
@@ -140,7 +144,7 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
     shards = resolve_num_shards(cfg.num_shards)
 
     if hasattr(source, "split_bytes"):
-        source.split_bytes = int(cfg.read_split_mb * (1 << 20))
+        source.split_bytes = read_split_bytes(source, cfg, p.options)
     grouping = resolve_user_grouping(cfg.user_grouping, p.options)
     chunk = int(cfg.spill_chunk_mb * (1 << 20))
     raw = p | "Read" >> T.ReadSource(source, plan_at_build=is_dask(p.options))
@@ -399,6 +403,25 @@ def _runner_args(beam_args: Sequence[str]) -> List[str]:
     return args
 
 
+#: ``--read_min_shards`` auto on the DaskRunner: it runs one task per planned read shard, and
+#: every later step keeps the read's partitions, so a one-file log needs several shards
+DASK_MIN_READ_SHARDS = 16
+
+
+def read_split_bytes(source, cfg: PreprocessConfig, opts: PipelineOptions) -> int:
+    """The byte range the source cuts its uncompressed line files into: ``--read_split_mb``,
+    made smaller (down to ``fileio.MIN_SPLIT_BYTES``) when the input would give fewer than
+    ``--read_min_shards`` shards (auto: :data:`DASK_MIN_READ_SHARDS` on the DaskRunner, 1
+    elsewhere, where the files are planned by the workers and read after a reshuffle)."""
+    split = int(cfg.read_split_mb * (1 << 20))
+    min_shards = cfg.read_min_shards
+    if min_shards < 0:
+        min_shards = DASK_MIN_READ_SHARDS if is_dask(opts) else 1
+    if min_shards > 1 and hasattr(source, "splittable_bytes"):
+        split = split_for_min_shards(source.splittable_bytes(), split, min_shards)
+    return split
+
+
 def is_dask(opts: PipelineOptions) -> bool:
     runner = opts.view_as(StandardOptions).runner or ""
     return runner == DASK_RUNNER or runner.split(".")[-1] == "DaskRunner"
@@ -488,6 +511,10 @@ def _define_flags():
                          **d)
     flags.DEFINE_float("read_split_mb", 64.0, "an uncompressed CSV/TSV/JSON-lines input larger "
                        "than this is read in byte ranges of this size, in parallel", **d)
+    flags.DEFINE_integer("read_min_shards", -1, "cut uncompressed line files into smaller "
+                         "byte ranges (>= 1 MB) when --read_split_mb gives fewer read shards "
+                         "than this (-1 = auto: 16 on the DaskRunner, which runs one task per "
+                         "shard, 1 elsewhere)", **d)
     flags.DEFINE_float("spill_chunk_mb", 256.0, "most bytes of records one writer holds in "
                        "memory (larger output shards are merged in chunks)", **d)
     flags.DEFINE_integer("max_rows_per_user", DEFAULT_MAX_ROWS_PER_USER, "keep each user's most "
@@ -532,7 +559,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         negatives_per_positive=FLAGS.negatives_per_positive, seed=FLAGS.seed,
         valid_fraction=FLAGS.valid_fraction, test_fraction=FLAGS.test_fraction,
         num_shards=FLAGS.num_shards, shuffle_buckets=FLAGS.shuffle_buckets,
-        read_split_mb=FLAGS.read_split_mb, spill_chunk_mb=FLAGS.spill_chunk_mb,
+        read_split_mb=FLAGS.read_split_mb, read_min_shards=FLAGS.read_min_shards,
+        spill_chunk_mb=FLAGS.spill_chunk_mb,
         max_rows_per_user=FLAGS.max_rows_per_user, user_grouping=FLAGS.user_grouping,
         user_partitions=FLAGS.user_partitions, source_name=FLAGS.source, input=FLAGS.input)
     st = run(source, cfg, rest)

@@ -91,6 +91,33 @@ def test_shards_give_the_records_of_a_whole_read(tmp_path, lines, split, crlf, f
             assert phys[n - 1].rstrip("\r") == x.raw
 
 
+def test_read_min_shards_cuts_one_file_for_the_dask_runner(tmp_path, monkeypatch):
+    """On the DaskRunner (one task per read shard, planned at graph build) a one-file log
+    smaller than --read_split_mb is still cut into --read_min_shards byte ranges (auto: 16);
+    elsewhere it stays whole; gzip files are not splittable and count for nothing."""
+    assert F.split_for_min_shards(100 << 20, 64 << 20, 16) == (100 << 20) // 16
+    assert F.split_for_min_shards(100 << 20, 4 << 20, 16) == 4 << 20  # already enough
+    assert F.split_for_min_shards(3 << 20, 64 << 20, 16) == F.MIN_SPLIT_BYTES  # floor
+    assert F.split_for_min_shards(100 << 20, 64 << 20, 1) == 64 << 20
+    monkeypatch.setattr(F, "MIN_SPLIT_BYTES", 100)
+    text = ("\n".join([HEADER] + _log_lines(60)) + "\n").encode()
+    path = _write(tmp_path, "log.csv", text)
+    _write(tmp_path, "more.csv.gz", gzip.compress(text))
+    src = get_source("generic", str(tmp_path / "*"), mapping=MAPPING)
+    assert src.splittable_bytes() == len(text)
+    cfg = P.PreprocessConfig(output_dir=str(tmp_path / "o"))
+    dask = P.pipeline_options(["--runner=DaskRunner"])
+    split = P.read_split_bytes(src, cfg, dask)
+    assert split == -(-len(text) // P.DASK_MIN_READ_SHARDS)
+    src.split_bytes = split
+    assert len(src.plan(path)) == P.DASK_MIN_READ_SHARDS
+    assert P.read_split_bytes(src, cfg, P.pipeline_options([])) == 64 << 20
+    few = P.PreprocessConfig(output_dir="o", read_min_shards=4)
+    assert P.read_split_bytes(src, few, P.pipeline_options([])) == -(-len(text) // 4)
+    with pytest.raises(ValueError, match="read_min_shards"):
+        P._build_config(src, P.PreprocessConfig(output_dir="o", read_min_shards=-2))
+
+
 def test_generic_source_splits_a_file_and_beam_reads_every_shard(tmp_path):
     lines = _log_lines(60)
     path = _write(tmp_path, "log.csv", ("\n".join([HEADER] + lines) + "\n").encode())

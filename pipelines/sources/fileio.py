@@ -485,6 +485,19 @@ def iter_parquet_records(shard: Shard, columns: Optional[Sequence[str]] = None
 # ---------------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------------
+MIN_SPLIT_BYTES = 1 << 20  # the smallest byte range :func:`split_for_min_shards` makes
+
+
+def split_for_min_shards(splittable_bytes: int, split_bytes: int, min_shards: int) -> int:
+    """The byte range to cut uncompressed line files with so that ``splittable_bytes`` of them
+    give at least ``min_shards`` ranges: ``split_bytes`` when it already does, else the total
+    over ``min_shards``, never below :data:`MIN_SPLIT_BYTES` (a smaller input stays in fewer
+    shards: a range costs a task and a newline count)."""
+    if min_shards <= 1 or splittable_bytes <= 0:
+        return split_bytes
+    return min(split_bytes, max(MIN_SPLIT_BYTES, -(-splittable_bytes // min_shards)))
+
+
 def plan_file(path: str, size: int, fmt: str, compression: str = "auto",
               split_bytes: int = DEFAULT_SPLIT_BYTES) -> List[Shard]:
     """The shards of one file (see the module docstring)."""

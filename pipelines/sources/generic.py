@@ -28,10 +28,13 @@ from apache_beam.io.filesystems import FileSystems
 from ctrcore.schema import CANONICAL_FIELDS, USER_PROFILE_PREFIX
 from pipelines.sources import lists
 from pipelines.sources.base import DEFAULT_TIMESTAMP_RANGE, DeadLetter, RawRow, Source
-from pipelines.sources.fileio import (COMPRESSIONS, DEFAULT_MAX_LINE_BYTES, Record, Shard, TextOptions, compression_of, extension,
-                                      iter_parquet_records, iter_raw_lines, iter_text_records,
-                                      match_files, parquet_schema, plan_file, plan_parquet,
-                                      read_header, check_encoding, DEFAULT_SPLIT_BYTES,
+from apache_beam.io.filesystem import CompressionTypes
+
+from pipelines.sources.fileio import (COMPRESSIONS, DEFAULT_MAX_LINE_BYTES, DEFAULT_SPLIT_BYTES,
+                                      LINE_FORMATS, Record, Shard, TextOptions, check_encoding,
+                                      compression_of, extension, iter_parquet_records,
+                                      iter_raw_lines, iter_text_records, match_files,
+                                      parquet_schema, plan_file, plan_parquet, read_header,
                                       read_shards_serially)
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -509,6 +512,13 @@ class GenericSource(RowSource):
 
     def files(self) -> List[str]:
         return list(self._files)
+
+    def splittable_bytes(self) -> int:
+        """Total size of the inputs read in byte ranges (uncompressed line files)."""
+        return sum(size for path, size in self._sizes.items()
+                   if self.format_of(path) in LINE_FORMATS
+                   and compression_of(path, self.mapping_for(path).compression)
+                   == CompressionTypes.UNCOMPRESSED)
 
     def format_of(self, path: str) -> str:
         return self.mapping_for(path).format or infer_format(path)
