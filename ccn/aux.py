@@ -21,7 +21,7 @@ from typing import Dict, Optional  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ccn import losses as closs  # noqa: E402
-from ccn.ccn_plugin import attraction_problems  # noqa: E402
+from ccn.ccn_plugin import attraction_problems, attraction_weight_problem  # noqa: E402
 
 from ctrcore.model import AuxLoss  # noqa: E402
 
@@ -30,17 +30,17 @@ __all__ = ["CCNLoss", "p_from_stats"]
 
 def p_from_stats(stats: Optional[dict]) -> tuple:
     """``(P_S+, P_S-)`` (Eq. 9-10) from stats.json: ``p_s_plus`` / ``p_s_minus`` if present,
-    else computed from ``avg_unclicked_per_page`` (N0) and ``avg_clicked_per_page`` (N1)."""
+    else computed from ``avg_unclicked_per_page`` (N0) and ``avg_clicked_per_page`` (N1); as
+    they are (:class:`CCNLoss` refuses values its weight cannot use)."""
     stats = stats or {}
     if stats.get("p_s_plus") is not None:
         p_plus = float(stats["p_s_plus"])
     elif "avg_unclicked_per_page" in stats and "avg_clicked_per_page" in stats:
         p_plus = closs.p_s_plus(float(stats["avg_unclicked_per_page"]),
-                                float(stats["avg_clicked_per_page"]))
+                                float(stats["avg_clicked_per_page"]), floor=0.0)
     else:
         raise ValueError("CCNLoss needs p_s_plus (or avg_clicked_per_page and "
                          "avg_unclicked_per_page) in the stats (Eq. 9)")
-    p_plus = min(max(p_plus, 1e-6), 1.0)
     p_minus = float(stats["p_s_minus"]) if stats.get("p_s_minus") is not None else 1.0 - p_plus
     return p_plus, p_minus
 
@@ -66,6 +66,10 @@ class CCNLoss(AuxLoss):
                  attraction_scale="unit", name="ccn", **kwargs):
         super().__init__(name=name, **kwargs)
         self.p_plus, self.p_minus = p_from_stats(stats)
+        if use_attraction:  # the weight P_S-/P_S+ multiplies L_S+ only
+            problem = attraction_weight_problem(self.p_plus, self.p_minus)
+            if problem:
+                raise ValueError(problem)
         self.lambda_ = float(lambda_)
         self.tau, self.xi = float(tau), float(xi)
         self.use_attraction, self.use_repulsion = bool(use_attraction), bool(use_repulsion)

@@ -5,6 +5,7 @@ Registered by ``ccn/aux_losses.py``."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import List, Optional
 
 from ctrcore import capabilities
@@ -23,6 +24,27 @@ def attraction_problems(form: str, scale: str, prefix: str = "") -> List[str]:
     if scale not in ATTRACTION_SCALES:
         out.append(f"{prefix}attraction_scale={scale!r}: choose {' or '.join(ATTRACTION_SCALES)}")
     return out
+
+
+def attraction_weight_problem(p_plus: float, p_minus: float, source: str = "stats.json"
+                              ) -> str:
+    """Why ``P_S- / P_S+`` (Eq. 12's weight of L_S+, from Eq. 9-10) cannot be used ('' when it
+    can): P_S+ must be a probability in (0, 1], P_S- one in [0, 1), both finite. P_S+ <= 0
+    means two items of a page never share their click label on average (pages of about one
+    clicked and one unclicked item), where the weight is undefined: it used to be clipped to
+    1e-6 silently, which put a weight near 1e6 on L_S+."""
+    vals = f"p_s_plus={p_plus!r}, p_s_minus={p_minus!r}"
+    if not (math.isfinite(p_plus) and math.isfinite(p_minus)):
+        return (f"{source}: {vals} is not finite: rerun the preprocessing "
+                f"(python -m pipelines.preprocess) to rewrite {source}")
+    if not 0.0 < p_plus <= 1.0 or not 0.0 <= p_minus < 1.0 + 1e-9:
+        return (f"{source}: {vals}: the CCN attraction weight P_S-/P_S+ (Eq. 12) needs "
+                f"0 < P_S+ <= 1 and 0 <= P_S- <= 1. P_S+ (Eq. 9) <= 0 means the pages hold on "
+                f"average about one clicked and one unclicked item, so two items of a page "
+                f"never share their label and L_S+ has nothing to attract. Train without it "
+                f"(--model=ccn_no_attraction), or set p_s_plus/p_s_minus in {source} to values "
+                f"measured on your pages")
+    return ""
 
 
 def _help(text: str):
@@ -62,6 +84,13 @@ class CCNConfig(AuxLossConfig):
                             f"context_labels with max_context > 0); {ctx.spec.root or 'the data'} has none")
         if ctx is not None and ctx.stats is not None and "p_s_plus" not in ctx.stats:
             errs.append("the CCN loss needs p_s_plus in stats.json (Eq. 9)")
+        elif ctx is not None and ctx.stats is not None and self.use_attraction:
+            p_plus = float(ctx.stats["p_s_plus"])
+            p_minus = ctx.stats.get("p_s_minus")
+            problem = attraction_weight_problem(
+                p_plus, 1.0 - p_plus if p_minus is None else float(p_minus))
+            if problem:
+                errs.append(problem)
         return errs
 
 

@@ -342,3 +342,32 @@ def test_with_real_ctr_model(tmp_path):
     terms, _ = model.compute_terms(batch, training=True)
     for k in ("ce", "ccn_repulsion", "ccn_attraction", "aqcl", "codebook", "total"):
         assert k in terms and np.isfinite(terms[k].numpy()), k
+
+
+# ------------------------------------------------------------------ P_S+ <= 0 is refused
+@pytest.mark.parametrize("stats, shown", [
+    ({"p_s_plus": 0.0, "p_s_minus": 1.0}, "p_s_plus=0.0"),
+    ({"p_s_plus": -1.15}, "p_s_plus=-1.15"),  # pipelines.stats.p_s_plus(0.7, 0.6)
+    ({"p_s_plus": float("nan")}, "not finite"),
+    ({"p_s_plus": 0.5, "p_s_minus": float("inf")}, "not finite"),
+    ({"avg_unclicked_per_page": 1.0, "avg_clicked_per_page": 1.0}, "p_s_plus=0.0"),
+])
+def test_unusable_attraction_weight_is_refused(stats, shown):
+    """Eq. 12's weight P_S-/P_S+ from a P_S+ <= 0 (or non-finite values) used to be clipped to
+    1e-6 silently (a weight of 1e6 on L_S+): it is an error naming stats.json, the values and
+    what to do, both when the flags are validated and when the loss is built; without L_S+
+    the weight is not used and the loss builds."""
+    from ccn.ccn_plugin import CCNConfig
+    from ctrcore.auxloss import AuxContext
+
+    with pytest.raises(ValueError, match="stats.json") as e:
+        CCNLoss(stats)
+    assert shown in str(e.value) and ("ccn_no_attraction" in str(e.value)
+                                      or "preprocess" in str(e.value))
+    CCNLoss(stats, use_attraction=False)
+    if "p_s_plus" in stats:
+        errs = CCNConfig().validate(AuxContext("tan", stats=stats))
+        assert any("stats.json" in m and shown in m for m in errs), errs
+        assert not CCNConfig(use_attraction=False).validate(AuxContext("tan", stats=stats))
+    assert p_from_stats({"p_s_plus": 1.0}) == (1.0, 0.0)  # every pair shares its label
+    assert CCNLoss({"p_s_plus": 1.0, "p_s_minus": 0.0}).attraction_weight == 0.0
