@@ -406,17 +406,23 @@ def _runner_args(beam_args: Sequence[str]) -> List[str]:
 #: ``--read_min_shards`` auto on the DaskRunner: it runs one task per planned read shard, and
 #: every later step keeps the read's partitions, so a one-file log needs several shards
 DASK_MIN_READ_SHARDS = 16
+#: the largest read shard on the DaskRunner: a Dask task holds its whole partition, and each
+#: step's output of it, as Python objects (a 40 MB shard of a 10M-row log held ~7 GB per
+#: worker: benchmarks/RESULTS_preprocess.md), so shards stay small there
+DASK_MAX_SPLIT_MB = 8.0
 
 
 def read_split_bytes(source, cfg: PreprocessConfig, opts: PipelineOptions) -> int:
-    """The byte range the source cuts its uncompressed line files into: ``--read_split_mb``,
-    made smaller (down to ``fileio.MIN_SPLIT_BYTES``) when the input would give fewer than
+    """The byte range the source cuts its uncompressed line files into: ``--read_split_mb``
+    (at most :data:`DASK_MAX_SPLIT_MB` on the DaskRunner), made smaller (down to ``fileio.MIN_SPLIT_BYTES``) when the input would give fewer than
     ``--read_min_shards`` shards (auto: :data:`DASK_MIN_READ_SHARDS` on the DaskRunner, 1
     elsewhere, where the files are planned by the workers and read after a reshuffle)."""
-    split = int(cfg.read_split_mb * (1 << 20))
+    dask = is_dask(opts)
+    split = int((min(cfg.read_split_mb, DASK_MAX_SPLIT_MB) if dask else cfg.read_split_mb)
+                * (1 << 20))
     min_shards = cfg.read_min_shards
     if min_shards < 0:
-        min_shards = DASK_MIN_READ_SHARDS if is_dask(opts) else 1
+        min_shards = DASK_MIN_READ_SHARDS if dask else 1
     if min_shards > 1 and hasattr(source, "splittable_bytes"):
         split = split_for_min_shards(source.splittable_bytes(), split, min_shards)
     return split

@@ -112,6 +112,8 @@ def test_read_min_shards_cuts_one_file_for_the_dask_runner(tmp_path, monkeypatch
     src.split_bytes = split
     assert len(src.plan(path)) == P.DASK_MIN_READ_SHARDS
     assert P.read_split_bytes(src, cfg, P.pipeline_options([])) == 64 << 20
+    monkeypatch.setattr(P, "DASK_MAX_SPLIT_MB", 150 / (1 << 20))  # the cap on Dask
+    assert P.read_split_bytes(src, cfg, dask) == 150
     few = P.PreprocessConfig(output_dir="o", read_min_shards=4)
     assert P.read_split_bytes(src, few, P.pipeline_options([])) == -(-len(text) // 4)
     with pytest.raises(ValueError, match="read_min_shards"):
