@@ -18,6 +18,8 @@ from pipelines.sources.fileio import LINE_FORMATS, count_newlines, line_bases
 DEAD = "dead"
 ROWS = "rows"
 LOGS = "logs"
+READ = "read"  # (READ, rows read from one shard)
+PARTIAL = "partial"  # (PARTIAL, (what, value)): a partition's partial sums (files grouping)
 
 
 class ReadSource(beam.PTransform):
@@ -29,19 +31,31 @@ class ReadSource(beam.PTransform):
     DaskRunner, would re-count for every bundle), and the shards are read after a reshuffle.
     No tagged outputs, so the transform runs unchanged on every runner."""
 
-    def __init__(self, source, plan_at_build: bool = False):
+    def __init__(self, source, plan_at_build: bool = False, with_counts: bool = False):
         """``plan_at_build``: plan the shards now, in the launcher, and ``Create`` them (a
         runner that keeps the partitioning of a ``Create`` through the job, such as Beam's
         DaskRunner, then reads one large file in as many tasks as it has shards); otherwise
-        the files are planned in parallel by the workers."""
+        the files are planned in parallel by the workers. ``with_counts``: after each shard's
+        rows, one :class:`ShardCount` of them (the job counts the rows read from these, not
+        from the rows: a runner that does not lift combiners, such as Beam's DaskRunner,
+        would gather every row into one group to count it)."""
         super().__init__()
         self.source, self.plan_at_build = source, plan_at_build
+        self.with_counts = with_counts
 
     def expand(self, p):
         files = list(self.source.files())
         if not files:
             raise FileNotFoundError(f"source {getattr(self.source, 'name', '?')!r}: no input files")
         source = self.source
+
+        def read_counted(shard_base):
+            n = 0
+            for item in source.read_shard(*shard_base):
+                n += 1
+                yield item
+            yield ShardCount(n)
+
         if self.plan_at_build:
             shards = p | "Shards" >> beam.Create([s for f in files for s in source.plan(f)])
         else:
@@ -60,7 +74,13 @@ class ReadSource(beam.PTransform):
                 | "JoinLineBases" >> beam.CoGroupByKey()
                 | "WithLineBase" >> beam.FlatMap(_shard_with_base)
                 | "SpreadShards" >> beam.Reshuffle()
-                | "ReadShards" >> beam.FlatMap(lambda sb: source.read_shard(*sb)))
+                | "ReadShards" >> beam.FlatMap(read_counted if self.with_counts
+                                               else lambda sb: source.read_shard(*sb)))
+
+
+class ShardCount(int):
+    """The number of items (rows and dead letters) read from one shard
+    (``ReadSource(with_counts=True)``)."""
 
 
 def _needs_line_count(shard) -> bool:
@@ -75,7 +95,8 @@ def _shard_with_base(kv):
 
 class CanonicalizeFn(beam.DoFn):
     """Raw rows -> ``(ROWS, (user_id, canonical row))`` and ``(DEAD, DeadLetter)`` pairs in ONE
-    output (the source's own DeadLetters pass straight through as ``(DEAD, d)``); split them
+    output (the source's own DeadLetters pass straight through as ``(DEAD, d)``, a
+    :class:`ShardCount` as ``(READ, n)``); split them
     with :func:`select`. No tagged outputs: Beam's DaskRunner puts every tagged output of a
     multi-output ParDo in one bag that every consumer reads."""
 
@@ -87,6 +108,8 @@ class CanonicalizeFn(beam.DoFn):
     def process(self, raw):
         if isinstance(raw, DeadLetter):
             return ((DEAD, raw),)
+        if isinstance(raw, ShardCount):
+            return ((READ, int(raw)),)
         out = canonicalize(raw, **self.kwargs)
         if isinstance(out, DeadLetter):
             return ((DEAD, out),)
@@ -123,18 +146,36 @@ class OrganizeUserFn(beam.DoFn):
 
 class OrganizePartitionFn(beam.DoFn):
     """Pass 1 of the grouping through files: ``(partition, [spill paths])`` of
-    :class:`pipelines.filegroup.SpillByKey` -> the :func:`organize_tagged` pairs of every user
-    of the partition, read a chunk of at most ``chunk_bytes`` of encoded rows at a time."""
+    :class:`pipelines.filegroup.SpillByKey` -> the ``(DEAD, DeadLetter)`` pairs of
+    :func:`organize_tagged` of every user of the partition (read a chunk of at most
+    ``chunk_bytes`` of encoded rows at a time), then the partition's partial sums of what the
+    context needs: ``(PARTIAL, ("item_sides", (bucket, {item: (category Counter, seller
+    Counter)})))`` per item-hash bucket (:class:`ItemSidesAcc`) and ``(PARTIAL, ("ts",
+    Counter of page timestamps))``."""
 
-    def __init__(self, max_rows_per_user: int = 0, chunk_bytes: int = 64 << 20):
+    def __init__(self, max_rows_per_user: int = 0, chunk_bytes: int = 64 << 20,
+                 item_buckets: int = 16):
         self.max_rows, self.chunk_bytes = max_rows_per_user, chunk_bytes
+        self.item_buckets = item_buckets
 
     def process(self, kv):
         from pipelines.filegroup import group_spilled
 
         part, paths = kv
+        sides, ts = ItemSidesAcc(), Counter()
         for user_id, rows in group_spilled(part, paths, chunk_bytes=self.chunk_bytes):
-            yield from organize_tagged(user_id, rows, self.max_rows)
+            for tag, value in organize_tagged(user_id, rows, self.max_rows):
+                if tag == LOGS:
+                    sides.add_log(value)
+                    ts.update(page_timestamps(value))
+                else:
+                    yield tag, value
+        # the partition's partial sums, once at the end of the element (not in finish_bundle,
+        # whose outputs Beam's DaskRunner drops): a few elements per partition cross the
+        # runner, not one per row or page, also where combiners are not lifted (Dask)
+        for bucket, table in sides.buckets(self.item_buckets):
+            yield PARTIAL, ("item_sides", (bucket, table))
+        yield PARTIAL, ("ts", ts)
 
 
 def select(tagged, tag):
@@ -177,7 +218,9 @@ class BuildPartitionFn(beam.DoFn):
     kept from pass 1 (a runner would hold them between the stages: they wait for the context,
     which needs every user), and the context comes from a file, not a side input (Beam's
     DaskRunner recomputes a side input's upstream in every task that reads it). Pass 1's dead
-    letters are not emitted twice."""
+    letters are not emitted twice. The users' statistics and tokens are summed over the
+    partition and come in ONE last tuple ``([], [], [], stats, tokens)``; the users' own
+    tuples carry ``None`` there (:func:`user_field` skips them)."""
 
     def __init__(self, cfg: BuildConfig, max_rows_per_user: int = 0,
                  chunk_bytes: int = 64 << 20):
@@ -200,9 +243,16 @@ class BuildPartitionFn(beam.DoFn):
         if ctx_paths[0] != self._ctx_path:
             self._ctx_path, self._ctx = ctx_paths[0], read_context(ctx_paths[0])
         item_table, universe, cutoffs = self._ctx
+        stats, tokens = Counter(), Counter()
         for user_id, rows in group_spilled(part, paths, chunk_bytes=self.chunk_bytes):
             log = [v for t, v in organize_tagged(user_id, rows, self.max_rows) if t == LOGS][0]
-            yield build_user(self.builder, log, item_table, universe, cutoffs)
+            train, valid, test, st, tok = build_user(self.builder, log, item_table, universe,
+                                                     cutoffs)
+            stats.update(st)
+            tokens.update(tok)
+            yield train, valid, test, None, None
+        # the partition's statistics and tokens once (see OrganizePartitionFn.process)
+        yield [], [], [], stats, tokens
 
 
 def build_user(builder: UserExampleBuilder, log: UserLog, item_table, universe, cutoffs):
@@ -250,15 +300,17 @@ def user_examples(built, field: int):
 
 
 def user_field(built, field: int):
-    """Map function: one field of a :class:`BuildExamplesFn` output."""
-    return built[field]
+    """FlatMap function: one field of a :class:`BuildExamplesFn` or :class:`BuildPartitionFn`
+    output, unless it is ``None``."""
+    return () if built[field] is None else (built[field],)
 
 
 class ContextFn(beam.CombineFn):
     """What every user's example building needs from the whole log, as ONE value
     ``(item_table, universe, cutoffs)``: ``item_table`` {item: (category, seller)} from
-    ``("item", (item, sides))`` inputs, ``universe`` its sorted item ids (negative sampling),
-    ``cutoffs`` the time-split cutoffs from ``("ts", (page timestamp, pages))`` inputs
+    ``("item", (item, sides))`` or ``("items", {item: sides})`` inputs, ``universe`` its
+    sorted item ids (negative sampling), ``cutoffs`` the time-split cutoffs from ``("ts",
+    (page timestamp, pages))`` or ``("ts_counts", Counter)`` inputs
     (``(inf, inf)`` for leave-last-out). Other inputs (a ``("once", None)`` that guarantees one
     output on an empty log) are ignored. One side input instead of three: a runner that
     recomputes side inputs (Beam's DaskRunner) recomputes their upstream once, not 3 times."""
@@ -273,8 +325,12 @@ class ContextFn(beam.CombineFn):
         tag, value = tagged
         if tag == "item":
             acc[0][value[0]] = value[1]
+        elif tag == "items":  # {item: sides} of one item-hash bucket
+            acc[0].update(value)
         elif tag == "ts":
             acc[1][value[0]] += value[1]
+        elif tag == "ts_counts":  # a partition's Counter of page timestamps
+            acc[1].update(value)
         return acc
 
     def merge_accumulators(self, accs):
@@ -343,6 +399,68 @@ class ItemSideFn(beam.CombineFn):
     def extract_output(self, acc):
         pick = lambda c: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] if c else ""
         return (pick(acc[0]), pick(acc[1]))
+
+
+class ItemSidesAcc:
+    """:class:`ItemSideFn` accumulators of many items, ``{item: (category Counter, seller
+    Counter)}``, filled from user logs (:func:`item_sides`) and split into item-hash buckets
+    (:meth:`buckets`) whose tables are merged by :class:`MergeItemSides`."""
+
+    def __init__(self):
+        self.table: Dict[str, Tuple[Counter, Counter]] = {}
+
+    def add_log(self, log: UserLog) -> None:
+        table = self.table
+        for item, (cat, sel) in item_sides(log):
+            acc = table.get(item)
+            if acc is None:
+                acc = table[item] = (Counter(), Counter())
+            if cat:
+                acc[0][cat] += 1
+            if sel:
+                acc[1][sel] += 1
+
+    def buckets(self, n: int):
+        """``(bucket, {item: acc})`` of the non-empty buckets, bucket = a stable hash of the
+        item id mod ``n``."""
+        out: Dict[int, dict] = {}
+        for item, acc in self.table.items():
+            out.setdefault(item_bucket(item, n), {})[item] = acc
+        return sorted(out.items())
+
+
+def item_bucket(item: str, n: int) -> int:
+    import zlib
+
+    return zlib.crc32(item.encode("utf-8")) % n
+
+
+class MergeItemSides(beam.CombineFn):
+    """Tables of :class:`ItemSidesAcc` (one item-hash bucket of several partitions) -> the
+    bucket's ``{item: (category, seller)}`` (:meth:`ItemSideFn.extract_output`)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, table):
+        for item, (cat, sel) in table.items():
+            mine = acc.get(item)
+            if mine is None:
+                acc[item] = (Counter(cat), Counter(sel))
+            else:
+                mine[0].update(cat)
+                mine[1].update(sel)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for a in accs:
+            self.add_input(out, a)
+        return out
+
+    def extract_output(self, acc):
+        pick = ItemSideFn().extract_output
+        return {item: pick(a) for item, a in acc.items()}
 
 
 def item_sides(log: UserLog) -> Iterable[Tuple[str, Tuple[str, str]]]:
