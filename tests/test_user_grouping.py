@@ -194,3 +194,48 @@ def test_log_of_dead_letters_only(tmp_path):
     vocab = sorted(os.listdir(os.path.join(out, "vocab")))
     assert vocab and all(os.path.getsize(os.path.join(out, "vocab", v)) == 0 for v in vocab)
     assert "_tmp" not in os.listdir(out)
+
+
+def test_partition_partial_sums_equal_the_per_row_combiners():
+    """The files grouping sums the item sides per partition in item-hash buckets
+    (ItemSidesAcc -> MergeItemSides) where the shuffle grouping combines per row
+    (CombinePerKey(ItemSideFn)): the same item table, ties included, however the users are
+    split into partitions."""
+    from collections import Counter
+
+    from pipelines import transforms as T
+    from pipelines.pages import organize_user
+
+    rows = []
+    for u in range(6):
+        for k in range(8):
+            item = f"i{(u * 3 + k) % 7}"
+            cat = ["", "c1", "c2"][(u + k) % 3]  # empty sides, and ties between c1 and c2
+            sel = f"s{(u * k) % 2}" if k % 4 else ""
+            rows.append(dict(page_id=f"p{u}_{k // 3}", user_id=f"u{u}", item_id=item,
+                             clicked=k % 2, timestamp=1000 + 10 * k, position=k % 3,
+                             is_history=0, trigger_item_id="", category_id=cat,
+                             seller_id=sel, _origin=f"f:{u * 8 + k + 2}"))
+    logs = [organize_user(f"u{u}", [r for r in rows if r["user_id"] == f"u{u}"])[0]
+            for u in range(6)]
+    fn = T.ItemSideFn()
+    per_item = {}
+    for log in logs:
+        for item, cs in T.item_sides(log):
+            per_item[item] = fn.add_input(per_item.get(item) or fn.create_accumulator(), cs)
+    want = {item: fn.extract_output(acc) for item, acc in per_item.items()}
+    for parts in ([logs], [logs[:2], logs[2:]], [[log] for log in logs]):
+        buckets = {}
+        for part in parts:
+            acc = T.ItemSidesAcc()
+            for log in part:
+                acc.add_log(log)
+            for b, table in acc.buckets(3):
+                buckets.setdefault(b, []).append(table)
+        got = {}
+        merge = T.MergeItemSides()
+        for b, tables in buckets.items():
+            got.update(merge.extract_output(merge.merge_accumulators(
+                [merge.add_input(merge.create_accumulator(), t) for t in tables])))
+        assert got == want, parts
+    assert Counter(want.values())  # not trivially empty
