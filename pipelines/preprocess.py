@@ -149,15 +149,17 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
     chunk = int(cfg.spill_chunk_mb * (1 << 20))
     raw = p | "Read" >> T.ReadSource(source, plan_at_build=is_dask(p.options), with_counts=True)
     canon = raw | "Canonicalize" >> beam.ParDo(T.CanonicalizeFn(source.canonical_kwargs()))
-    keyed = canon | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
     if grouping == "files":
         # users grouped through spill files (pipelines/filegroup.py): only the files' names
         # cross the runner; the per-user work runs twice over them (pass 1 here: combiner
         # inputs and dead letters; pass 2 below: the examples), no UserLog is held between
         # stages
         spill_prefix = temp_prefix(p.options, out)
-        parts = keyed | "SpillUsers" >> filegroup.SpillByKey(
-            spill_prefix + "users", cfg.user_partitions, cfg.seed)
+        # (the rows' one consumer; dead letters and shard counts pass through it)
+        canon = canon | "SpillUsers" >> beam.ParDo(T.SpillRowsFn(
+            spill_prefix + "users", cfg.user_partitions, cfg.seed))
+        parts = (canon | "SpilledParts" >> beam.FlatMap(T.select, T.SPILLED)
+                 | "GroupPaths" >> beam.GroupByKey())
         organized = parts | "Organize" >> beam.ParDo(
             T.OrganizePartitionFn(cfg.max_rows_per_user, chunk))
         # what every user's examples need from the whole log (the item table: most frequent
@@ -173,6 +175,7 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
         logs = None
     else:
         spill_prefix = ""
+        keyed = canon | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
         organized = (keyed
                      | "GroupByUser" >> beam.GroupByKey()
                      | "Organize" >> beam.ParDo(T.OrganizeUserFn(cfg.max_rows_per_user)))

@@ -116,6 +116,36 @@ class CanonicalizeFn(beam.DoFn):
         return ((ROWS, (out["user_id"], out)),)
 
 
+SPILLED = "spilled"  # (SPILLED, (partition, spill path)) of SpillRowsFn
+
+
+class SpillRowsFn(beam.DoFn):
+    """The grouping through files' first step on :class:`CanonicalizeFn`'s ONE output: each
+    ``(ROWS, (user_id, row))`` appended to its partition's spill file
+    (:class:`pipelines.filegroup.SpillFn`), a new file's name emitted as ``(SPILLED,
+    (partition, path))``; every other pair (dead letters, shard counts) passed through. So the
+    rows have one consumer: a runner that keeps a step's output until all of its consumers ran
+    (Beam's DaskRunner holds bag partitions) never holds them for a second one."""
+
+    def __init__(self, prefix: str, num_partitions: int, seed: int = 0):
+        from pipelines.filegroup import SpillFn
+
+        self.spill = SpillFn(prefix, num_partitions, seed)
+
+    def start_bundle(self):
+        self.spill.start_bundle()
+
+    def process(self, tagged):
+        if tagged[0] != ROWS:
+            yield tagged
+            return
+        for part_path in self.spill.process(tagged[1]):
+            yield SPILLED, part_path
+
+    def finish_bundle(self):
+        self.spill.finish_bundle()
+
+
 def organize_tagged(user_id, rows, max_rows: int = 0):
     """One user's rows -> ``(DEAD, DeadLetter)`` pairs (rows over the per-user cap,
     :mod:`pipelines.caps`, then duplicates) and one ``(LOGS, UserLog)`` pair. ``rows`` may be a
