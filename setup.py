@@ -32,6 +32,7 @@ setup(
         "dask": ["apache-beam[dask]>=2.77,<2.78"],  # the preprocessing job on a Dask cluster
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "dataflow": ["apache-beam[gcp]>=2.77,<2.78"],
-        "bench": ["deepctr==0.9.4"],  # the peer DIN of benchmarks/peer_din.py
+        # peers of benchmarks/peer_din.py (DeepCTR) and benchmarks/peer_fuxictr.py (FuxiCTR on CPU torch)
+        "bench": ["deepctr==0.9.4", "fuxictr==2.3.10", "torch==2.13.0"],
     },
 )

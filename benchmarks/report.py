@@ -5,8 +5,10 @@
 Prints the tables of ``benchmarks/RESULTS.md`` sections 1-5 and 7 from the JSON that
 ``python -m benchmarks.run_all`` wrote: throughput of every configuration (wall and CPU time per
 step, and, with ``--before``, the CPU time per step of an earlier result file), the aux-loss
-overhead ratios against the 1.15 target, input headroom against the 10x target, the peer ratio,
-the FLOPs fractions and the scaling runs. The command, machine and load of the run head the output.
+overhead ratios against the 1.15 target, input headroom against the 10x target, the peer ratios
+(DeepCTR DIN; FuxiCTR and DeepCTR with test AUC when ``run_all --fuxictr`` or
+``peer_fuxictr --merge_into`` wrote them), the FLOPs fractions and the scaling runs. The
+command, machine and load of the run head the output.
 """
 from __future__ import annotations
 
@@ -88,6 +90,34 @@ def peer(res: dict) -> List[str]:
     return out
 
 
+def peers_fuxictr(res: dict) -> List[str]:
+    """``details.peer_fuxictr`` (benchmarks.peer_fuxictr): every library's ex/s, CPU time per
+    step and test AUC per model, and ours / theirs."""
+    px = res["details"].get("peer_fuxictr")
+    if not px or not px.get("runs"):
+        return ["(not run)"]
+    from benchmarks.peer_fuxictr import MODELS, PEERS, _median_run
+
+    best = {k: _median_run(v) for k, v in px["runs"].items() if v}
+    spe = next(iter(best.values())).get("steps_per_epoch")
+    full = "" if px.get("steps_per_epoch") else " (a full pass)"
+    out = [f"{px.get('threads')} threads per framework; {px.get('epochs')} epochs (the first untimed) of "
+           f"{spe} steps{full} at batch {px.get('batch_size')}; test AUC after the last.", "",
+           "| model | library | wall ex/s | CPU ms/step | test AUC | ours / theirs (wall) | (CPU) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for m in MODELS:
+        for who in ("ours",) + PEERS[m] + (("ours/tan",) if m == "sim" else ()):
+            key = who if "/" in who else f"{who}/{m}"
+            r = best.get(key)
+            if not r:
+                continue
+            pair = px.get(f"vs_peer_{m}_{who}") or {}
+            out.append(f"| {m} | {'ours (TAN)' if key == 'ours/tan' else who} | {r['examples_per_second']:,.0f} | "
+                       f"{1e3 * r['cpu_s_per_step_median']:.1f} | {r['auc']:.4f} | "
+                       f"{_f(pair.get('ratio'), '**{:.2f}**')} | {_f(pair.get('ratio_cpu'), '{:.2f}')} |")
+    return out
+
+
 def flops(res: dict) -> List[str]:
     fl = res["details"].get("flops")
     if not fl:
@@ -132,6 +162,7 @@ def render(res: dict, before: Optional[dict] = None, before_name: str = "") -> s
                         ("Auxiliary-loss overhead (target <= 1.15)", overhead(res)),
                         ("Input headroom (target >= 10x)", headroom(res)),
                         ("Peer: DeepCTR DIN (target >= 1.0)", peer(res)),
+                        ("Peers in one run: FuxiCTR and DeepCTR", peers_fuxictr(res)),
                         ("Fraction of the matmul peak (target >= 30 %)", flops(res)),
                         ("Scaling", scaling(res))):
         lines += [f"#### {title}", ""] + body + [""]

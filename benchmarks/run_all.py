@@ -1,6 +1,7 @@
 """Run every training-side benchmark and write ``benchmarks/results.json``.
 
     python -m benchmarks.run_all [--quick] [--data_dir=out/bench/data] [--out=benchmarks/results.json]
+        [--fuxictr]
 
 Data (made once, see benchmarks/RESULTS.md)::
 
@@ -10,12 +11,15 @@ Data (made once, see benchmarks/RESULTS.md)::
 
 Order: training throughput of every model (benchmarks.train) -> input headroom
 (benchmarks.input, vs the fastest model) -> FLOPs fraction of the matmul peak (benchmarks.flops,
-with the step times just measured) -> DeepCTR DIN peer (benchmarks.peer_din) -> scaling
-(benchmarks.scaling). ``--quick``: 4 models + the aux variants, fewer/shorter epochs, smaller
-sweeps (a smoke run, ~10 min on an idle 2-core machine; not for the record).
+with the step times just measured) -> DeepCTR DIN peer (benchmarks.peer_din) -> with
+``--fuxictr`` (opt-in: 9 trainings of full passes, needs the ``bench`` extra) ours vs FuxiCTR
+and DeepCTR, ex/s and test AUC (benchmarks.peer_fuxictr) -> scaling (benchmarks.scaling).
+``--quick``: 4 models + the aux variants, fewer/shorter epochs, smaller sweeps (a smoke run,
+~10 min on an idle 2-core machine; not for the record).
 
 Keys of results.json: ``aux_overhead`` {ccn, aqcl, ccn_aqcl} (wall step-time ratios; the
 ``_cpu`` variant uses CPU seconds per step), ``input_headroom``, ``vs_peer_din``,
+``vs_peer_{din,deepfm,sim}_fuxictr`` and ``vs_peer_{din,deepfm}_deepctr`` (``--fuxictr``),
 ``matmul_fraction``, ``train_examples_per_second`` {run key: ex/s}, ``machine``, ``command``,
 ``load_average`` (start / end and per benchmark), ``preprocess`` (by reference), and the full
 outputs of each benchmark under ``details``.
@@ -33,6 +37,7 @@ from typing import List, Optional
 from benchmarks import flops as flops_b
 from benchmarks import input as input_b
 from benchmarks import peer_din as peer_b
+from benchmarks import peer_fuxictr as fuxictr_b
 from benchmarks import scaling as scaling_b
 from benchmarks import train as train_b
 from benchmarks.train import load_average, machine_info
@@ -45,8 +50,10 @@ def main(argv: Optional[List[str]] = None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--data_dir", default="out/bench/data")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
-    ap.add_argument("--skip", default="", help="comma list of: train,input,flops,peer,scaling")
+    ap.add_argument("--skip", default="", help="comma list of: train,input,flops,peer,fuxictr,scaling")
     ap.add_argument("--rounds", type=int, default=None, help="rounds of the aux-overhead configurations")
+    ap.add_argument("--fuxictr", action="store_true",
+                    help="also run benchmarks.peer_fuxictr (ours vs FuxiCTR / DeepCTR, ex/s and test AUC)")
     a = ap.parse_args(argv)
     skip = set(a.skip.split(","))
     q = a.quick
@@ -119,6 +126,16 @@ def main(argv: Optional[List[str]] = None):
         res["vs_peer_din_cpu"] = pr.get("ratio_cpu")
         res["details"]["peer_din"] = pr
         save()
+    if a.fuxictr and "fuxictr" not in skip:
+        xargs = fuxictr_b.parser().parse_args([f"--data_dir={a.data_dir}"]
+                                              + (["--epochs=2", f"--steps_per_epoch={spe}"] if q else []))
+        xr = fuxictr_b.run(xargs)
+        for k in fuxictr_b.RESULT_KEYS:
+            if k in xr:
+                res[k] = xr[k]
+        res["details"]["peer_fuxictr"] = xr
+        res["load_average"]["after_peer_fuxictr"] = load_average()
+        save()
     if "scaling" not in skip:
         sargs = scaling_b.parser().parse_args(
             ["--vocab=10000,1000000", "--context=5,50", "--long=100,1000", "--epochs=2", "--steps_per_epoch=4"]
@@ -132,6 +149,7 @@ def main(argv: Optional[List[str]] = None):
     print(f"wrote {a.out}")
     summary = {k: res.get(k) for k in ("aux_overhead", "aux_overhead_cpu", "input_headroom",
                                        "input_headroom_mode", "input_headroom_streamed", "vs_peer_din",
+                                       *fuxictr_b.RESULT_KEYS,
                                        "matmul_fraction", "train_examples_per_second", "load_average")}
     print(json.dumps(summary, indent=1, default=str))
 
