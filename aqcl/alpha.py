@@ -6,11 +6,7 @@ validation logloss (Eq. 7). A constant alpha (the paper's Fig. 5 ablation) is al
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 __all__ = ["alpha_of_length", "constant_alpha", "alpha_for_batch"]
 

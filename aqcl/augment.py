@@ -5,15 +5,12 @@ inside ``tf.function`` / XLA and under ``tf.distribute`` without random-op state
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Dict, List, Mapping, Sequence, Union
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-PAD = ""  # == ctrcore.schema.PAD
+from ctrcore.schema import PAD
 
 __all__ = ["history_groups", "mask_history", "embedding_dropout", "as_seed"]
 

@@ -26,23 +26,19 @@ continues the same augmentation sequence); evaluation calls do not advance it.
 """
 from __future__ import annotations
 
-import os
+import re
+from typing import Dict, List, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
 
-import re  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
+from aqcl import alpha as aqcl_alpha
+from aqcl import augment
+from aqcl import codebook as cb
+from aqcl import losses as aloss
+from aqcl.aqcl_plugin import codebook_problem, view_rows_problem
+from aqcl.projector import Projector
 
-import tensorflow as tf  # noqa: E402
-
-from aqcl import alpha as aqcl_alpha  # noqa: E402
-from aqcl import augment  # noqa: E402
-from aqcl import codebook as cb  # noqa: E402
-from aqcl import losses as aloss  # noqa: E402
-from aqcl.aqcl_plugin import codebook_problem, view_rows_problem  # noqa: E402
-from aqcl.projector import Projector  # noqa: E402
-
-from ctrcore.model import AuxLoss  # noqa: E402
+from ctrcore.model import AuxLoss
 
 __all__ = ["AQCLLoss", "ICLLoss", "history_feature_groups"]
 

@@ -32,22 +32,19 @@ and in-batch negatives equal to the positive item are masked out.
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tf_keras as keras
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from aqcl.baselines_plugin import rate_problem  # noqa: E402
-from ctrcore.model import AuxLoss as _AuxBase  # noqa: E402
+from aqcl.baselines_plugin import rate_problem
+from ctrcore.model import AuxLoss as _AuxBase
+from ctrcore.schema import OOV_ID, PAD
 
 __all__ = ["DropoutNetLoss", "DeepMCPLoss", "DMRLoss", "BASELINES", "dropoutnet_view",
            "skipgram_loss", "inbatch_softmax_loss"]
 
 OOV_STRING = "\x00__oov__"  # never in a vocabulary (vocab files hold one printable id a line)
-OOV_ID = 1  # ctrcore.layers.OOV_ID (string -> int lookups: 0 = padding, 1 = OOV)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,15 +59,13 @@ def _spec(model):
 
 
 def _label(model, features) -> tf.Tensor:
-    spec = _spec(model)
-    name = getattr(spec, "label", None) or "label"
-    return tf.cast(tf.reshape(features[name], [-1]), tf.float32)
+    return tf.cast(tf.reshape(features[_spec(model).label], [-1]), tf.float32)
 
 
 def _not_pad(x) -> tf.Tensor:
     x = tf.convert_to_tensor(x)
     if x.dtype == tf.string:
-        return tf.not_equal(x, "")
+        return tf.not_equal(x, PAD)
     return tf.not_equal(x, tf.zeros([], x.dtype))
 
 

@@ -5,12 +5,8 @@ projections z are under stop-gradient there, and Q is under stop-gradient inside
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
 _NEG = -1e9
 _EPS = 1e-12

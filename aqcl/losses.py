@@ -13,11 +13,7 @@ space (log-sum-exp). Readings (see ``docs/method.md``):
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 _NEG = -1e9
 _EPS = 1e-12

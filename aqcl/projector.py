@@ -1,11 +1,7 @@
 """AQCL projector g(.) (Sec. 4.1): z = g(h), a 3-layer MLP with leaky-ReLU activations."""
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tf_keras as keras  # noqa: E402
+import tf_keras as keras
 
 __all__ = ["Projector"]
 

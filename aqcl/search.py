@@ -55,6 +55,8 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ctrcore.rundir import RunDir
+
 ObjectiveFn = Callable[[Dict[str, float], str], float]
 
 TRIALS_SUBDIR = "trials"
@@ -97,14 +99,7 @@ BEST_VAL_LOGLOSS = "history:best.val.logloss"
 
 def run_completed(trial_dir: str) -> bool:
     """True once the trainer marked the run completed (``history.json`` ``completed``)."""
-    path = os.path.join(trial_dir, "history.json")
-    if not os.path.exists(path):
-        return False
-    try:
-        with open(path) as fh:
-            return bool(json.load(fh).get("completed"))
-    except (OSError, ValueError):
-        return False
+    return RunDir(trial_dir).completed()
 
 
 def read_objective(trial_dir: str, metric: str = BEST_VAL_LOGLOSS) -> float:
@@ -116,27 +111,26 @@ def read_objective(trial_dir: str, metric: str = BEST_VAL_LOGLOSS) -> float:
     * ``<file>.json:<path>`` - ``<path>`` in ``trial_dir/<file>.json``;
     * ``<path>`` - ``<path>`` in ``metrics.json`` (never the test split for a search!).
     """
+    run = RunDir(trial_dir)
     if metric.startswith("history:"):
-        with open(os.path.join(trial_dir, "history.json")) as fh:
-            hist = json.load(fh)
+        hist = run.read_history()
         how, _, path = metric[len("history:"):].partition(".")
         epochs = hist.get("epochs") or []
         if not epochs:
-            raise KeyError(f"no epochs in {trial_dir}/history.json")
+            raise KeyError(f"no epochs in {run.history_path}")
         if how == "best":
             best = (hist.get("best") or {}).get("epoch")
             entry = [e for e in epochs if e.get("epoch") == best] if best is not None else []
             if not entry:
-                raise KeyError(f"best epoch {best!r} not in {trial_dir}/history.json")
+                raise KeyError(f"best epoch {best!r} not in {run.history_path}")
             return float(get_metric(entry[0], path))
         if how == "min":
             return float(min(get_metric(e, path) for e in epochs))
         raise ValueError(f"bad history metric {metric!r} (history:best.<path> | history:min.<path>)")
     fname, sep, path = metric.partition(":")
     if not sep:
-        fname, path = "metrics.json", metric
-    with open(os.path.join(trial_dir, fname)) as fh:
-        return float(get_metric(json.load(fh), path))
+        return float(get_metric(run.read_metrics(), metric))
+    return float(get_metric(run.read_json(fname), path))
 
 
 class SubprocessObjective:

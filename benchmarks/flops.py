@@ -203,6 +203,5 @@ def main(argv: Optional[List[str]] = None):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.path.insert(0, os.getcwd())
     main()

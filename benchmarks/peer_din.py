@@ -80,9 +80,9 @@ def deepctr_worker(a) -> dict:
         for s in HISTORY_SIDES:
             x[s] = tf.cast(lookups[s](f[s]), tf.int32)[:, None]
             x[f"hist_{s}"] = tf.cast(lookups[s](f[f"short_{s}s"]), tf.int32)
-        return x, tf.cast(f["label"], tf.float32)[:, None]
+        return x, tf.cast(f[spec.label], tf.float32)[:, None]
 
-    names = user_feats + list(HISTORY_SIDES) + [f"short_{s}s" for s in HISTORY_SIDES] + ["label"]
+    names = user_feats + list(HISTORY_SIDES) + [f"short_{s}s" for s in HISTORY_SIDES] + [spec.label]
     ds = make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
                       features=names)
     ds = ds.map(to_ids, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -150,6 +150,5 @@ def main(argv: Optional[List[str]] = None):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.path.insert(0, os.getcwd())
     main()

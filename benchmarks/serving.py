@@ -23,11 +23,10 @@ import platform
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 MODELS = {"CCN": ("ccn", []), "TAN": ("tan", []), "DIN": ("din", [])}
 

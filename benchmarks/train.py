@@ -357,5 +357,4 @@ def main(argv: Optional[List[str]] = None):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     main()

@@ -12,18 +12,14 @@ collaborative module (``collaborative_degree``, Eq. 4), so the serving graph nev
 """
 from __future__ import annotations
 
-import os
+from typing import Dict, Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
 
-from typing import Dict, Optional  # noqa: E402
+from ccn import losses as closs
+from ccn.ccn_plugin import attraction_problems, attraction_weight_problem
 
-import tensorflow as tf  # noqa: E402
-
-from ccn import losses as closs  # noqa: E402
-from ccn.ccn_plugin import attraction_problems, attraction_weight_problem  # noqa: E402
-
-from ctrcore.model import AuxLoss  # noqa: E402
+from ctrcore.model import AuxLoss
 
 __all__ = ["CCNLoss", "p_from_stats"]
 
@@ -105,7 +101,7 @@ class CCNLoss(AuxLoss):
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:
         s_target = outputs["s_target"]
         s_ctx = self.context_degrees(model, features, outputs)
-        labels = features["label"]
+        labels = features[model.spec.label]
         ctx_labels = features["context_labels"]
         terms = {}
         if self.use_repulsion:

@@ -1,6 +1,6 @@
 """Training side of the CCN paper's trigger-based competitors DIHN and DIAN (CCN Table 2).
 
-Their networks are backbones (``ctrcore.trigger_backbones``: the intent network is part of the
+Their networks are backbones (``ctrcore.archs.intent``: the intent network is part of the
 serving graph because its output gates the CTR estimate); what is training-only is the
 auxiliary intent task, here:
 
@@ -18,16 +18,12 @@ auxiliary intent task, here:
 """
 from __future__ import annotations
 
-import os
+from typing import Dict
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
 
-from typing import Dict  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-
-from ctrcore import layers as L  # noqa: E402
-from ctrcore.model import AuxLoss  # noqa: E402
+from ctrcore.model import AuxLoss
+from ctrcore.schema import OOV_ID
 
 __all__ = ["intent_label", "intent_loss", "IntentLoss", "DEFAULT_INTENT_WEIGHT"]
 
@@ -43,7 +39,7 @@ def intent_label(label, target_cat, trigger_cat, ctx_labels, ctx_cats):
     gives 0, as does an OOV category on either side (unknown is not "the same category").
     """
     trig = tf.cast(trigger_cat, tf.int64)
-    known = trig > L.OOV_ID
+    known = trig > OOV_ID
     hit_target = tf.logical_and(tf.cast(label, tf.int64) > 0, tf.equal(tf.cast(target_cat, tf.int64), trig))
     hit_ctx = tf.reduce_any(tf.logical_and(tf.equal(tf.cast(ctx_labels, tf.int64), 1),
                                            tf.equal(tf.cast(ctx_cats, tf.int64), trig[:, None])), axis=1)
@@ -67,9 +63,7 @@ class IntentLoss(AuxLoss):
         self.weight = float(weight)
 
     def _names(self, model):
-        spec = model.spec
-        cat = model.backbone._cat_index
-        return {p: L.item_feature_names(spec, p)[cat] for p in ("", "trigger_", "context_")}
+        return {p: model.backbone.category_feature(p) for p in ("", "trigger_", "context_")}
 
     def required_features(self, model):
         return [self._names(model)["context_"], "context_labels"]
@@ -77,7 +71,7 @@ class IntentLoss(AuxLoss):
     def labels(self, model, features):
         n = self._names(model)
         ids = model.backbone.lookup({v: features[v] for v in n.values()})  # idempotent on ints
-        return intent_label(features[model.label_key], ids[n[""]], ids[n["trigger_"]],
+        return intent_label(features[model.spec.label], ids[n[""]], ids[n["trigger_"]],
                             features["context_labels"], ids[n["context_"]])
 
     def call(self, model, features, outputs, training=False) -> Dict[str, tf.Tensor]:

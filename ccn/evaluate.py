@@ -16,7 +16,6 @@ run key, seed, split, n, data_dir, data digest, best epoch and, with ``--base_ru
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -28,21 +27,15 @@ from absl import app, flags
 from ccn import models
 from ctrcore import metrics as metrics_lib
 from ctrcore.config import ConfigError, TrainConfig, check_data_dir
+from ctrcore.rundir import RunDir
 
 GROUP_TITLES = {"non_active": "non-active", "slightly_active": "slightly active",
                 "highly_active": "highly active"}
 
 
-def metrics_filename(split: str, ext: str = "json") -> str:
-    return f"metrics.{ext}" if split == "test" else f"metrics_{split}.{ext}"
-
-
 def load_record(model_dir: str) -> Dict[str, Any]:
-    path = os.path.join(model_dir, "train_config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {model_dir} is not a ccn.train run directory")
-    with open(path) as fh:
-        return json.load(fh)
+    """The run record of ``model_dir`` (``RunFileMissing``, naming the file, if it has none)."""
+    return RunDir(model_dir).read_config()
 
 
 def config_of(record: Dict[str, Any]) -> TrainConfig:
@@ -51,7 +44,7 @@ def config_of(record: Dict[str, Any]) -> TrainConfig:
 
 def rebuild(model_dir: str):
     """``(model, spec, stats, record)`` with the best weights loaded."""
-    from ctrcore import schema, trainer
+    from ctrcore import runtime, schema
 
     record = load_record(model_dir)
     cfg = config_of(record)
@@ -65,9 +58,9 @@ def rebuild(model_dir: str):
             raise FileNotFoundError(f"training data {cfg.data_dir} (vocabularies) not found")
     spec = schema.load_spec(data_dir)
     stats = schema.load_stats(data_dir)
-    trainer.setup_runtime(cfg)
+    runtime.setup_runtime(cfg)
     model = models.build_model(cfg, lp, spec, stats)
-    trainer.load_best(model, model_dir)
+    RunDir(model_dir).load_best(model)
     return model, spec, stats, record
 
 
@@ -124,8 +117,9 @@ def evaluate_run(model_dir: str, *, split: str = "test", data_dir: Optional[str]
                  batch_size: Optional[int] = None, write: bool = True, predict_fn=None) -> Dict[str, Any]:
     """Evaluate ``model_dir``'s best weights on ``split``; write metrics(.json|.md). ``model``,
     ``spec`` and ``stats`` may be passed in (end of ``ccn.train``) to skip the rebuild."""
-    from ctrcore import schema, trainer
+    from ctrcore import evaluation, record as record_lib, schema
 
+    run = RunDir(model_dir)
     record = load_record(model_dir)
     cfg = config_of(record)
     if model is None:
@@ -140,34 +134,28 @@ def evaluate_run(model_dir: str, *, split: str = "test", data_dir: Optional[str]
         eval_stats = stats
     thresholds = eval_stats.get("activeness_thresholds") or stats.get("activeness_thresholds")
     t0 = time.time()
-    res = trainer.evaluate_split(model, spec, eval_dir, split, batch_size or cfg.eval_batch_size,
-                                 thresholds, predict_fn=predict_fn)
+    res = evaluation.evaluate_split(model, spec, eval_dir, split, batch_size or cfg.eval_batch_size,
+                                    thresholds, predict_fn=predict_fn)
     info = record.get("run_info", {})
-    best = {}
-    best_path = os.path.join(model_dir, trainer.BEST_INFO)
-    if os.path.exists(best_path):
-        with open(best_path) as fh:
-            best = json.load(fh)
+    best = run.read_best_info(default={})
     res.update({
         "model": cfg.model, "aux_losses": list(cfg.aux_losses), "run_key": info.get("run_key",
                                                                                     models.run_key(cfg.model, cfg.aux_losses)),
         "display": info.get("display"), "seed": cfg.seed, "split": split, "model_dir": model_dir,
-        "data_dir": eval_dir, "data": trainer.data_digest(eval_dir) if data_dir else record.get("data", {}),
+        "data_dir": eval_dir, "data": record_lib.data_digest(eval_dir) if data_dir else record.get("data", {}),
         "best_epoch": best.get("epoch"), "best_val_auc": best.get("val_auc"),
         "eval_seconds": time.time() - t0, "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     if base_run:
-        bpath = os.path.join(base_run, metrics_filename(split))
-        if not os.path.exists(bpath):
-            raise FileNotFoundError(f"--base_run: {bpath} not found (evaluate the base run on split {split} first)")
-        with open(bpath) as fh:
-            bm = json.load(fh)
+        base = RunDir(base_run)
+        if not base.has_metrics(split):
+            raise FileNotFoundError(f"--base_run: {base.metrics_path(split)} not found (evaluate the "
+                                    f"base run on split {split} first)")
+        bm = base.read_metrics(split)
         res["relaimpr"] = dict(relaimpr_block(res, bm), base_run=base_run, base_model=bm.get("run_key", bm.get("model")),
                                base_auc=bm.get("auc"))
     if write:
-        trainer.write_json(os.path.join(model_dir, metrics_filename(split)), res)
-        with open(os.path.join(model_dir, metrics_filename(split, "md")), "w") as fh:
-            fh.write(metrics_markdown(metrics_lib.to_jsonable(res)))
+        run.write_metrics(split, res, metrics_markdown(metrics_lib.to_jsonable(res)))
     return res
 
 

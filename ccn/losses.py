@@ -23,13 +23,8 @@ Reading of the paper (details and alternatives in ``docs/method.md``):
 """
 from __future__ import annotations
 
-import os
+import tensorflow as tf
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-
-LABEL_PAD = -1  # == ctrcore.schema.LABEL_PAD (kept local so this module stays pure)
 _NEG = -1e9  # "minus infinity" for masked logits (finite: no inf - inf = NaN)
 _EPS = 1e-12
 
@@ -77,7 +72,7 @@ def context_masks(context_labels, target_label):
     ctx = tf.cast(tf.round(tf.cast(context_labels, tf.float32)), tf.int32)
     tgt = tf.cast(tf.round(tf.cast(target_label, tf.float32)), tf.int32)
     tgt = tf.reshape(tgt, [-1, 1])
-    valid = ctx >= 0  # LABEL_PAD = -1
+    valid = ctx >= 0  # ctrcore.schema.LABEL_PAD = -1
     pos = tf.logical_and(valid, tf.equal(ctx, tgt))
     neg = tf.logical_and(valid, tf.not_equal(ctx, tgt))
     return pos, neg

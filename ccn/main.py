@@ -18,6 +18,8 @@ import time
 
 from absl import app, flags
 
+from ctrcore.rundir import RunDir
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "out/default", "Where the log, data, model and export go.")
 flags.DEFINE_integer("rows", 200_000, "Rows of the synthetic exposure log.")
@@ -68,18 +70,17 @@ def main(argv):
         f"--export_base={export_base}", f"--model_name={FLAGS.model_name}"]
     if FLAGS.aux_losses:
         train_args.append(f"--aux_losses={FLAGS.aux_losses}")
-    times["train+evaluate+export"] = _run("train", train_args,
-                                          os.path.join(model_dir, "metrics.json"))
+    run = RunDir(model_dir)
+    times["train+evaluate+export"] = _run("train", train_args, run.metrics_path())
     with open(os.path.join(data, "stats.json")) as fh:
         stats = json.load(fh)
-    with open(os.path.join(model_dir, "metrics.json")) as fh:
-        metrics = json.load(fh)
+    metrics = run.read_metrics()
     print("\n== Results ==")
     print(f"synthetic log      : {log} ({stats.get('rows_read')} rows read, "
           f"{stats.get('rows_dead_letter')} dead-lettered)")
     print(f"training data      : {data} (examples {stats.get('examples')})")
     print(f"model              : {model_dir}")
-    print(f"test metrics       : {os.path.join(model_dir, 'metrics.md')} "
+    print(f"test metrics       : {run.metrics_path(ext='md')} "
           f"(AUC {metrics['auc']:.4f}, GAUC {metrics['gauc']:.4f}, "
           f"page AUC {metrics['page_auc']:.4f}, logloss {metrics['logloss']:.4f})")
     print(f"SavedModel export  : {os.path.join(export_base, FLAGS.model_name)}")

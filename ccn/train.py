@@ -13,15 +13,13 @@ Re-running the same command resumes an interrupted run from its last backup
 (``MODEL_DIR/backup``); a finished run is not retrained (only re-evaluated / re-exported) unless
 ``--overwrite``.
 
-Writes (see ``ctrcore.trainer``): ``train_config.json``, ``history.json``, ``best/``, ``tb/`` and,
+Writes (see ``ctrcore.rundir``): ``train_config.json``, ``history.json``, ``best/``, ``tb/`` and,
 via ``ccn.evaluate``, ``metrics.json`` / ``metrics.md`` of ``--eval_split``.
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
-import os
 import shlex
 import sys
 import time
@@ -80,11 +78,11 @@ def config_from_flags(flag_values=FLAGS) -> Tuple[TrainConfig, Dict[str, Any]]:
     kw: Dict[str, Any] = {}
     for f in dataclasses.fields(TrainConfig):
         v = flag_values[f.name].value
-        if f.name == "mlp_units":
+        if str(f.type) == "List[int]":  # --mlp_units, --cm_units, --din_units, --intent_units
             try:
                 v = [int(x) for x in v]
             except ValueError:
-                raise ConfigError(f"--mlp_units must be a comma list of ints, got {v}") from None
+                raise ConfigError(f"--{f.name} must be a comma list of ints, got {v}") from None
         elif f.name == "aux_losses":
             v = models.parse_aux_list(v)
         kw[f.name] = v
@@ -135,28 +133,16 @@ def run_info(cfg: TrainConfig, lp: Dict[str, Any], argv: Optional[List[str]] = N
 
 
 def try_export(model, spec, cfg: TrainConfig, extra_info: Optional[Dict[str, Any]] = None) -> Optional[str]:
-    """Export the serving graph with ``serving.export`` if it is importable; returns the path."""
+    """Export the serving graph with :func:`serving.export.export_model` to
+    ``--export_base/--model_name/VERSION`` (nothing without ``--export_base``); returns the path."""
     if not cfg.export_base:
         return None
-    try:
-        from serving import export as serving_export
-    except ImportError as e:
-        logging.warning("--export_base given but serving.export is not importable (%s); not exported", e)
-        return None
-    fn = getattr(serving_export, "export_model", None) or getattr(serving_export, "export", None)
-    if fn is None:
-        logging.warning("serving.export has no export_model()/export(); not exported")
-        return None
-    params = inspect.signature(fn).parameters
-    avail = {"model": model, "backbone": getattr(model, "backbone", model), "spec": spec,
-             "export_base": cfg.export_base, "model_name": cfg.model_name,
-             "base_dir": cfg.export_base, "name": cfg.model_name}
-    if extra_info is not None:
-        avail["extra_info"] = extra_info
-    kwargs = {k: v for k, v in avail.items() if k in params}
-    path = fn(**kwargs)
+    from serving import export as serving_export
+
+    path = serving_export.export_model(model, spec, cfg.export_base, cfg.model_name,
+                                       extra_info=extra_info)
     logging.info("exported to %s", path)
-    return str(path) if path is not None else os.path.join(cfg.export_base, cfg.model_name)
+    return path
 
 
 def run(cfg: TrainConfig, lp: Dict[str, Any], argv: Optional[List[str]] = None, callbacks=(),
@@ -164,11 +150,11 @@ def run(cfg: TrainConfig, lp: Dict[str, Any], argv: Optional[List[str]] = None, 
     """Validate, train (or resume / skip), evaluate, export. Returns a summary dict."""
     spec, stats = validate_all(cfg, lp)
     from ccn import evaluate as evaluate_lib
-    from ctrcore import trainer
+    from ctrcore import record, runtime, trainer
 
     t0 = time.time()
     info = run_info(cfg, lp, argv)
-    prepared = trainer.prepare(cfg, info)
+    prepared = record.prepare(cfg, info)
     result = trainer.train(cfg, models.model_factory(cfg, lp), run_info=info, callbacks=callbacks,
                            prepared=prepared)
     summary: Dict[str, Any] = {"model_dir": cfg.model_dir, "best": result.best, "skipped": result.skipped,
@@ -177,7 +163,7 @@ def run(cfg: TrainConfig, lp: Dict[str, Any], argv: Optional[List[str]] = None, 
         summary["metrics"] = evaluate_lib.evaluate_run(
             cfg.model_dir, split=cfg.eval_split, model=result.model, spec=result.spec,
             stats=result.stats, predict_fn=result.predict_fn)
-    if export and cfg.export_base and trainer.is_chief():
+    if export and cfg.export_base and runtime.is_chief():
         m = summary.get("metrics") or {}
         summary["export"] = try_export(result.model, result.spec, cfg, extra_info={
             "model_dir": cfg.model_dir, "run_key": info["run_key"], "seed": cfg.seed,

@@ -3,9 +3,9 @@
 An auxiliary loss declares the capabilities it reads (``AuxLossSpec.requires``,
 :mod:`ctrcore.auxloss`); they are checked against this table by backbone name, without building
 the backbone, so flags validate without TensorFlow. ``tests/test_aux_registry.py`` checks the
-table against the built backbones. (Kept apart from ``ctrcore.backbones``, which imports
-TensorFlow; the split of the backbones into one module each may move every entry next to its
-backbone.)
+table against the built backbones. (Kept apart from the architectures of ``ctrcore.archs``,
+which import TensorFlow; their ``has_collaborative_module`` / ``intent_logit`` output is what the
+test compares this table with.)
 """
 from __future__ import annotations
 

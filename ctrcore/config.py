@@ -73,6 +73,17 @@ class TrainConfig:
     l2_emb: float = _f(0.0, "L2 weight on the looked-up embedding rows (AQCL searches 1e-5..1e-1).")
     l2_dense: float = _f(0.0, "L2 weight on the MLP kernels.")
     cm_dim: int = _f(16, "Dimension of the collaborative degree s (CCN Eq. 4; 1 = scalar).")
+    cm_units: List[int] = _f([64], "Hidden units of the collaborative module's MLP (CCN Eq. 4).")
+    batch_norm: bool = _f(False, "Batch normalisation after each hidden layer of the prediction MLP(s).")
+    din_units: List[int] = _f([80, 40], "Hidden units of the DIN attention MLP (din; dihn's two DIN "
+                                        "attentions).")
+    din_softmax: bool = _f(False, "Normalise the DIN attention weights with a softmax (DIN itself: "
+                                  "unnormalised, a weighted sum).")
+    wide_buckets: int = _f(1 << 16, "Hash buckets of each Wide&Deep category cross.")
+    use_trigger: bool = _f(False, "wide_deep / deepfm only: add the trigger's ids (and, for W&D, the "
+                                  "target x trigger category cross); the other backbones ignore it.")
+    activation: str = _f("relu", "Activation of the hidden layers of the MLPs (a Keras name).")
+    intent_units: List[int] = _f([64], "Hidden units of the intent MLP of dihn / dian.")
     # -- reproducibility / performance --------------------------------------------------------
     seed: int = _f(0, "Seed of weights init, dropout, shuffling (tf_keras.utils.set_random_seed).")
     deterministic: bool = _f(False, "Deterministic input order (sequential shards, no parallel "
@@ -130,7 +141,10 @@ class TrainConfig:
         """Keyword arguments of ``ctrcore.backbones.build_backbone``."""
         return {"emb_dim": self.emb_dim, "mlp_units": list(self.mlp_units), "dropout": self.dropout,
                 "heads": self.num_heads, "l2_emb": self.l2_emb, "l2_dense": self.l2_dense,
-                "cm_dim": self.cm_dim}
+                "cm_dim": self.cm_dim, "cm_units": list(self.cm_units), "batch_norm": self.batch_norm,
+                "din_units": list(self.din_units), "din_softmax": self.din_softmax,
+                "wide_buckets": self.wide_buckets, "use_trigger": self.use_trigger,
+                "activation": self.activation, "intent_units": list(self.intent_units)}
 
     def validate(self, check_data: bool = True) -> None:
         """Raise :class:`ConfigError` naming every problem found (generic checks only)."""
@@ -146,7 +160,7 @@ class TrainConfig:
         if self.steps_per_epoch < 0:
             errs.append(f"--steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "steps_per_execution",
-                     "emb_dim", "num_heads", "cm_dim"):
+                     "emb_dim", "num_heads", "cm_dim", "wide_buckets"):
             if getattr(self, name) <= 0:
                 errs.append(f"--{name} must be > 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -161,8 +175,12 @@ class TrainConfig:
             errs.append(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.l2_emb < 0 or self.l2_dense < 0:
             errs.append("--l2_emb and --l2_dense must be >= 0")
-        if not self.mlp_units or any(int(u) <= 0 for u in self.mlp_units):
-            errs.append(f"--mlp_units must be a non-empty list of positive ints, got {self.mlp_units}")
+        for name in ("mlp_units", "din_units", "intent_units"):
+            units = getattr(self, name)
+            if not units or any(int(u) <= 0 for u in units):
+                errs.append(f"--{name} must be a non-empty list of positive ints, got {units}")
+        if any(int(u) <= 0 for u in self.cm_units):
+            errs.append(f"--cm_units must be a list of positive ints (may be empty), got {self.cm_units}")
         if self.distribution not in DISTRIBUTIONS:
             errs.append(f"--distribution={self.distribution!r} unknown; choose one of {DISTRIBUTIONS}")
         if self.distribution in ("multi_worker_mirrored", "parameter_server") and not os.environ.get("TF_CONFIG"):

@@ -26,8 +26,7 @@ import tf_keras as keras
 
 from tensorflow.python.distribute.sharded_variable import ShardedVariable as _ShardedVariable
 
-PAD_ID = 0
-OOV_ID = 1
+from ctrcore.schema import OOV_ID, PAD, PAD_ID
 
 log = logging.getLogger("ctrcore.layers")
 
@@ -102,7 +101,7 @@ def pad_like(x: tf.Tensor) -> tf.Tensor:
     it holds raw strings or ``Backbone.lookup`` ids.
     """
     if x.dtype == tf.string:
-        return tf.constant("", tf.string)
+        return tf.constant(PAD, tf.string)
     return tf.zeros([], x.dtype)
 
 
@@ -131,7 +130,7 @@ class IdLookup(keras.layers.Layer):
                         PAD_ID)
             self.lookup = None
         else:
-            self.lookup = keras.layers.StringLookup(vocabulary=vocabulary, mask_token="",
+            self.lookup = keras.layers.StringLookup(vocabulary=vocabulary, mask_token=PAD,
                                                     num_oov_indices=1, output_mode="int",
                                                     name=f"{self.name}_sl")
 
@@ -145,7 +144,7 @@ class IdLookup(keras.layers.Layer):
         if x.dtype.is_integer:
             return tf.cast(x, tf.int32)
         if self.oov_only:
-            return tf.where(tf.equal(x, ""), PAD_ID, OOV_ID)
+            return tf.where(tf.equal(x, PAD), PAD_ID, OOV_ID)
         return tf.cast(self.lookup(x), tf.int32)
 
 

@@ -13,6 +13,7 @@ e.g. AUC of a single class). Definitions:
 * :func:`page_auc` - the AUC within each page (request), averaged *unweighted* over the pages
   that have both labels.
 * :func:`relaimpr` - AQCL Eq. 9, in percent: ``((auc - 0.5) / (base_auc - 0.5) - 1) * 100``.
+  Aggregation over seeds and the results tables built on it: :mod:`ctrcore.reporting`.
 * :func:`activeness_group` - 0/1/2 = non/slightly/highly active from the history length and the
   ``activeness_thresholds`` ``[t1, t2]`` of ``stats.json``: ``L < t1``, ``t1 <= L < t2``,
   ``L >= t2`` (AQCL Sec. 3 / 5.2.3).
@@ -138,14 +139,6 @@ def page_auc(labels, scores, page_ids) -> float:
 
 
 RELAIMPR_MIN_BASE_LIFT = 0.01
-
-
-def paired_wins(row: dict, base: dict) -> dict:
-    """Per-seed comparison of two rows of runs (``{seed: auc}`` each): on how many of the seeds
-    both have a value the row's AUC is above the base's. ``{"seeds", "n", "wins"}``."""
-    common = sorted(s for s in set(row) & set(base)
-                    if s is not None and row[s] is not None and base[s] is not None)
-    return {"seeds": common, "n": len(common), "wins": int(sum(row[s] > base[s] for s in common))}
 
 
 def relaimpr(auc_value: float, base_auc: float, min_base_lift: float = RELAIMPR_MIN_BASE_LIFT) -> float:

@@ -31,7 +31,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from ctrcore.schema import FeatureSpec
+from ctrcore.schema import PAD, FeatureSpec
 
 
 class AuxLoss(keras.layers.Layer):
@@ -72,12 +72,11 @@ class CTRModel(tfrs.Model):
     """See the module docstring."""
 
     def __init__(self, spec: FeatureSpec, backbone, aux_losses: Sequence[AuxLoss] = (),
-                 label_key: str = "label", name: str = "ctr_model", **kwargs):
+                 name: str = "ctr_model", **kwargs):
         super().__init__(name=name, **kwargs)
         self.spec = spec
         self.backbone = backbone
         self.aux_losses = list(aux_losses)
-        self.label_key = label_key
         self.auc = keras.metrics.AUC(name="auc", from_logits=True)
         # per-example CE, averaged in compute_terms (AUTO / SUM_OVER_BATCH_SIZE raise under
         # tf.distribute); the train step divides by the number of replicas, so the summed
@@ -97,7 +96,7 @@ class CTRModel(tfrs.Model):
         feats = {}
         for name, fd in self.spec.serving_features.items():
             shape = [batch] + list(fd.shape)
-            feats[name] = tf.fill(shape, "") if fd.dtype == "string" else tf.zeros(
+            feats[name] = tf.fill(shape, PAD) if fd.dtype == "string" else tf.zeros(
                 shape, tf.int64 if fd.dtype == "int64" else tf.float32)
         return feats
 
@@ -120,7 +119,7 @@ class CTRModel(tfrs.Model):
         """The features a training step reads: the backbone's inputs, the label and what each
         aux loss declares (:meth:`AuxLoss.required_features`); ``None`` = all of the spec."""
         names = set(getattr(self.backbone, "serving_inputs", None) or self.spec.serving_features)
-        names.add(self.label_key)
+        names.add(self.spec.label)
         for aux in self.aux_losses:
             req = aux.required_features(self) if hasattr(aux, "required_features") else None
             if req is None:
@@ -152,7 +151,7 @@ class CTRModel(tfrs.Model):
         """``(terms, outputs)``: named loss terms (incl. ``total``) and the backbone outputs."""
         if outputs is None:
             outputs = self.backbone(features, training=training)
-        labels = tf.cast(features[self.label_key], tf.float32)
+        labels = tf.cast(features[self.spec.label], tf.float32)
         ce = tf.reduce_mean(self.task(labels=labels[:, None], predictions=outputs["logits"][:, None],
                                       training=training, compute_metrics=False))
         terms = {"ce": tf.cast(ce, tf.float32)}  # float32 terms under mixed precision too
@@ -207,7 +206,7 @@ class CTRModel(tfrs.Model):
         else:
             terms, logits, grads = self._grads(features)
         self._apply(grads)
-        self.auc.update_state(tf.cast(features[self.label_key], tf.float32), logits)
+        self.auc.update_state(tf.cast(features[self.spec.label], tf.float32), logits)
         logs = dict(terms)
         logs["loss"] = terms["total"]
         logs = self._update_trackers(logs)
@@ -217,7 +216,7 @@ class CTRModel(tfrs.Model):
     def test_step(self, data):
         features = self.backbone.lookup(_features_of(data))
         terms, outputs = self.compute_terms(features, training=False)
-        self.auc.update_state(tf.cast(features[self.label_key], tf.float32), outputs["logits"])
+        self.auc.update_state(tf.cast(features[self.spec.label], tf.float32), outputs["logits"])
         logs = dict(terms)
         logs["loss"] = terms["total"]
         logs = self._update_trackers(logs)

@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 SPEC_VERSION = 1
 PAD = ""  # padding value of every string id sequence
 LABEL_PAD = -1  # padding value of context labels (mask = label >= 0)
+PAD_ID = 0  # the id of PAD after the in-graph vocabulary lookup (ctrcore.layers)
+OOV_ID = 1  # the id of any string outside the vocabulary
 
 # ---------------------------------------------------------------------------------------------
 # Canonical exposure log

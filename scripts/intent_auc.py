@@ -53,15 +53,18 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     import numpy as np
 
+    from ctrcore import reporting
     from ctrcore.metrics import auc as roc_auc_score
 
-    runs = sorted(d for d in glob.glob(a.runs_glob) if os.path.exists(os.path.join(d, "metrics.json")))
+    from ctrcore.rundir import RunDir
+
+    runs = sorted(d for d in glob.glob(a.runs_glob) if RunDir(d).has_metrics())
     if not runs:
         raise SystemExit(f"no evaluated runs match {a.runs_glob!r}")
     per_run, by_model = [], {}
     for d in runs:
         y, z = intent_scores(d, a.split)
-        rec = {"run": d, "model": json.load(open(os.path.join(d, "metrics.json")))["model"],
+        rec = {"run": d, "model": RunDir(d).read_metrics()["model"],
                "n": int(len(y)), "intent_rate": float(y.mean()),
                "intent_auc": float(roc_auc_score(y, z)) if 0 < y.mean() < 1 else None}
         per_run.append(rec)
@@ -69,9 +72,8 @@ def main(argv=None) -> int:
         print(json.dumps(rec), flush=True)
     summary = {}
     for m, v in by_model.items():
-        ok = [x for x in v if x is not None]  # None: the split has one intent class only (AUC undefined)
-        summary[m] = {"n_runs": len(v), "n_defined": len(ok), "mean": float(np.mean(ok)) if ok else None,
-                      "std": float(np.std(ok, ddof=1)) if len(ok) > 1 else None}
+        ms = reporting.mean_std(v)  # None left out: the split has one intent class only (AUC undefined)
+        summary[m] = {"n_runs": len(v), "n_defined": ms["n"], "mean": ms["mean"], "std": ms["std"]}
     meta = {"command": "python scripts/intent_auc.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "generated": time.strftime("%Y-%m-%d %H:%M"), "split": a.split}
     with open(a.output + ".json", "w") as fh:
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
         if s["mean"] is None:
             cell = "undefined (one class only)"
         else:
-            cell = f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
+            cell = reporting.fmt_ms(s)
             if s["n_defined"] < s["n_runs"]:
                 cell += f" ({s['n_defined']} runs defined)"
         lines.append(f"| {m} | {s['n_runs']} | {cell} | {rate:.3f} |")

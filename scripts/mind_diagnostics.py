@@ -69,23 +69,24 @@ def main():
     from ctrcore import schema
 
     spec = schema.load_spec(a.data_dir)
-    names = ["item_id", "label", "category_id"]
+    label = spec.label
+    names = ["item_id", label, "category_id"]
     tr, te = load(a.data_dir, "train", names), load(a.data_dir, "test", names)
     vocab = set(v.encode() for v in spec.read_vocab(spec.features["item_id"].vocab))
     n, c = collections.Counter(tr["item_id"]), collections.Counter()
-    for i, l in zip(tr["item_id"], tr["label"]):
+    for i, l in zip(tr["item_id"], tr[label]):
         c[i] += int(l)
-    p = float(tr["label"].mean())
+    p = float(tr[label].mean())
     seen = np.array([i in n for i in te["item_id"]])
     in_vocab = np.array([i in vocab for i in te["item_id"]])
-    y = te["label"].astype(np.float64)
+    y = te[label].astype(np.float64)
     ctr = np.array([(c[i] + p * 10) / (n[i] + 10) for i in te["item_id"]])  # smoothed item CTR
     pop = np.array([n[i] for i in te["item_id"]], dtype=np.float64)
     q = min(max(p, 1e-6), 1 - 1e-6)
     res = {
         "data_dir": a.data_dir,
         "test_exposures": int(len(y)),
-        "train_exposures": int(len(tr["label"])),
+        "train_exposures": int(len(tr[label])),
         "train_ctr": p, "test_ctr": float(y.mean()),
         "test_share_item_seen_as_train_target": float(seen.mean()),
         "test_share_item_in_vocabulary": float(in_vocab.mean()),

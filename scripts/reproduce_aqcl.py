@@ -25,7 +25,10 @@ used are recorded in the results (``loss_params``; a list when seeds differ).
 
 Finally (also with ``--report_only``) writes ``results/aqcl_beauty.json`` and ``.md``: per model
 ``auc_mean``, ``auc_std``, ``seeds``, per activeness group AUC means, and ``relaimpr`` (AQCL
-Eq. 9) against DIN - all computed from the runs' ``metrics.json``, nothing hard-coded.
+Eq. 9) against DIN - all computed from the runs' ``metrics.json``, nothing hard-coded. The tables
+are the AQCL paper's (``aqcl/tables.py``: their rows are also this driver's model list, run
+``RUNS_DIR/<run key with + -> _>/seed<k>`` with ``configs/<that name>_beauty.flags``), aggregated
+and rendered by ``ctrcore.reporting``, the code behind ``python -m ccn.report`` too.
 """
 from __future__ import annotations
 
@@ -41,29 +44,36 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ("non_active", "slightly_active", "highly_active")
+from aqcl import tables
+from ctrcore import reporting
+from ctrcore.metrics import GROUP_NAMES as GROUPS
+from ctrcore.rundir import RunDir
 
-# name -> (flagfile, display, table, is_aqcl)
-MODELS = {
-    "din": ("configs/din_beauty.flags", "DIN", "table2", False),
-    "din_dropoutnet": ("configs/din_dropoutnet_beauty.flags", "DropoutNet", "table2", False),
-    "din_deepmcp": ("configs/din_deepmcp_beauty.flags", "DeepMCP", "table2", False),
-    "din_dmr": ("configs/din_dmr_beauty.flags", "DMR", "table2", False),
-    "din_icl": ("configs/din_icl_beauty.flags", "ICL", "table2", False),
-    "din_aqcl": ("configs/din_aqcl_beauty.flags", "AQCL", "table2", True),
-    "wide_deep": ("configs/wide_deep_beauty.flags", "W&D", "table3", False),
-    "wide_deep_aqcl": ("configs/wide_deep_aqcl_beauty.flags", "AQCL_W&D", "table3", True),
-    "deepfm": ("configs/deepfm_beauty.flags", "DeepFM", "table3", False),
-    "deepfm_aqcl": ("configs/deepfm_aqcl_beauty.flags", "AQCL_DeepFM", "table3", True),
-    "din_aqcl_alpha0": ("configs/din_aqcl_alpha0_beauty.flags", "AQCL alpha=0", "ablation", False),
-    "din_aqcl_alpha0.3": ("configs/din_aqcl_alpha0.3_beauty.flags", "AQCL alpha=0.3", "ablation", False),
-    "din_aqcl_alpha0.6": ("configs/din_aqcl_alpha0.6_beauty.flags", "AQCL alpha=0.6", "ablation", False),
-    "din_aqcl_alpha1": ("configs/din_aqcl_alpha1_beauty.flags", "AQCL alpha=1", "ablation", False),
-}
-TABLE2 = ["din", "din_dropoutnet", "din_deepmcp", "din_dmr", "din_icl", "din_aqcl"]
-TABLE3 = ["wide_deep", "wide_deep_aqcl", "deepfm", "deepfm_aqcl", "din", "din_aqcl"]
-ABLATION = ["din_aqcl_alpha0", "din_aqcl_alpha0.3", "din_aqcl_alpha0.6", "din_aqcl_alpha1", "din_aqcl"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# (table id in the results JSON, the paper table); a model's table is the first that has it
+LAYOUTS = (("table2", tables.TABLE2), ("table3", tables.TABLE3), ("ablation", tables.FIG5_ALPHA))
+
+
+def run_name(key: str) -> str:
+    """Run directory / config name of a table row's run key (``din+aqcl`` -> ``din_aqcl``)."""
+    return key.replace("+", "_")
+
+
+def _models():
+    """``(MODELS, RUN_KEY)`` from the paper tables: name -> (flagfile, display, table, is_aqcl:
+    gets the searched alpha), and name -> the table rows' run key."""
+    models: Dict[str, tuple] = {}
+    keys: Dict[str, str] = {}
+    for table, layout in LAYOUTS:
+        for row in layout.rows:
+            name = run_name(row.key)
+            keys.setdefault(name, row.key)
+            models.setdefault(name, (f"configs/{name}_beauty.flags", row.label, table, row.key.endswith("+aqcl")))
+    return models, keys
+
+
+MODELS, RUN_KEY = _models()
+TABLE2, TABLE3, ABLATION = ([run_name(k) for k in layout.keys] for _, layout in LAYOUTS)
 
 
 def plan(seeds_table2: int, seeds_table3: int, seeds_ablation: int) -> List[tuple]:
@@ -109,114 +119,97 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # aggregation
 # ---------------------------------------------------------------------------------------------
-def relaimpr(auc: Optional[float], base: Optional[float]) -> Optional[float]:
-    """AQCL Eq. 9 in percent (``ctrcore.metrics.relaimpr``), None where it is undefined."""
-    from ctrcore import metrics as metrics_lib  # imports TensorFlow: only when reporting
-
-    v = metrics_lib.relaimpr(auc, base)
-    return None if math.isnan(v) else v
+def _none_if_nan(v: Optional[float]) -> Optional[float]:
+    return None if v is None or math.isnan(v) else v
 
 
-def _mean_std(xs: List[float]):
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
+def _vs(row: dict, base: dict) -> dict:
+    """RelaImpr (None where undefined) and per-seed wins of a row's summary against a base's."""
+    c = reporting.compare(row, base, GROUPS)
+    return {"relaimpr": _none_if_nan(c["relaimpr"]["auc"]),
+            "groups": {g: _none_if_nan(c["relaimpr"]["groups"][g]) for g in GROUPS},
+            "wins": {"wins": c["paired"]["wins"], "n": c["paired"]["n"]}}
 
 
-def paired_wins(r: dict, base: dict) -> dict:
-    """On how many of the seeds both rows have run the row's AUC beats the base's (same seed)."""
-    from ctrcore import metrics as metrics_lib  # imports TensorFlow: only when reporting
-
-    w = metrics_lib.paired_wins(dict(zip(r["seeds"], r["auc_per_seed"])),
-                                dict(zip(base["seeds"], base["auc_per_seed"])))
-    return {"wins": w["wins"], "n": w["n"]}
-
-
-def collect(runs_dir: str) -> Dict[str, dict]:
-    """Aggregate ``RUNS_DIR/<name>/seed*/metrics.json`` per model name."""
-    out: Dict[str, dict] = {}
+def summarise(runs_dir: str):
+    """``(res, summaries)``: the results JSON's rows per model name (see :func:`collect`) and
+    the :func:`ctrcore.reporting.summarise` summaries per run key the tables are rendered from."""
+    records: List[dict] = []
+    extra: Dict[str, dict] = {}
     for name in MODELS:
         d = os.path.join(runs_dir, name)
         if not os.path.isdir(d):
             continue
         per_seed = []
         for sd in sorted(os.listdir(d)):
-            p = os.path.join(d, sd, "metrics.json")
-            if sd.startswith("seed") and os.path.exists(p):
-                with open(p) as fh:
-                    per_seed.append((int(sd[4:]), json.load(fh), os.path.join(d, sd)))
+            run = RunDir(os.path.join(d, sd))
+            if sd.startswith("seed") and run.has_metrics():
+                per_seed.append((int(sd[4:]), run.read_metrics(), run.path))
         if not per_seed:
             continue
         per_seed.sort(key=lambda t: t[0])
-        aucs = [m.get("auc") for _, m, _ in per_seed]
-        am, asd = _mean_std(aucs)
-        lm, _ = _mean_std([m.get("logloss") for _, m, _ in per_seed])
-        groups = {}
-        for g in GROUPS:
-            gm, gsd = _mean_std([(m.get("groups") or {}).get(g, {}).get("auc") for _, m, _ in per_seed])
-            groups[g] = {"auc_mean": gm, "auc_std": gsd,
-                         "n": (per_seed[0][1].get("groups") or {}).get(g, {}).get("n")}
         alphas = []
         for _, _, rd in per_seed:
-            cfgp = os.path.join(rd, "train_config.json")
-            if os.path.exists(cfgp):
-                with open(cfgp) as fh:
-                    lp = (json.load(fh).get("run_info") or {}).get("loss_params") or {}
+            if RunDir(rd).has_config():
+                lp = (RunDir(rd).read_config().get("run_info") or {}).get("loss_params") or {}
                 alphas.append({k: lp.get(k) for k in ("aqcl_w1", "aqcl_w2", "aqcl_const_alpha",
                                                        "aqcl_weight") if k in lp})
-        hist_epochs = []
+        hist_epochs, histories = [], {}
         for _, _, rd in per_seed:
-            hp = os.path.join(rd, "history.json")
-            if os.path.exists(hp):
-                with open(hp) as fh:
-                    h = json.load(fh)
+            if RunDir(rd).has_history():
+                h = RunDir(rd).read_history()
+                histories[rd] = h
                 hist_epochs.append({"best_epoch": (h.get("best") or {}).get("epoch"),
                                     "epochs_run": len(h.get("epochs") or []),
                                     "train_seconds": (h.get("runtime") or {}).get("train_seconds"),
                                     "wall_seconds": (h.get("runtime") or {}).get("wall_seconds")})
+        records += [{"dir": rd, "key": RUN_KEY[name], "seed": s, "metrics": m, "record": {},
+                     "history": histories.get(rd, {})} for s, m, rd in per_seed]
+        extra[name] = {"per_seed": per_seed, "alphas": alphas, "runs": hist_epochs}
+    summ = reporting.summarise(records, GROUPS)
+    out: Dict[str, dict] = {}
+    for name, x in extra.items():
+        per_seed, alphas, sm = x["per_seed"], x["alphas"], summ[RUN_KEY[name]]
         flagfile, display, table, _ = MODELS[name]
         out[name] = {
             "display": display, "table": table, "flagfile": flagfile,
             "seeds": [s for s, _, _ in per_seed], "n_seeds": len(per_seed),
-            "auc_mean": am, "auc_std": asd, "auc_per_seed": aucs, "logloss_mean": lm,
-            "groups": groups, "loss_params": alphas[0] if alphas and len({json.dumps(a, sort_keys=True)
-                                                                          for a in alphas}) == 1 else alphas,
-            "runs": hist_epochs,
-            "train_seconds_mean": _mean_std([r.get("train_seconds") for r in hist_epochs])[0],
-            "best_epoch_mean": _mean_std([r.get("best_epoch") for r in hist_epochs])[0],
+            "auc_mean": sm["auc"]["mean"], "auc_std": sm["auc"]["std"],
+            "auc_per_seed": [m.get("auc") for _, m, _ in per_seed], "logloss_mean": sm["logloss"]["mean"],
+            "groups": {g: {"auc_mean": sm["groups"][g]["auc"]["mean"], "auc_std": sm["groups"][g]["auc"]["std"],
+                           "n": (per_seed[0][1].get("groups") or {}).get(g, {}).get("n")} for g in GROUPS},
+            "loss_params": alphas[0] if alphas and len({json.dumps(a, sort_keys=True)
+                                                        for a in alphas}) == 1 else alphas,
+            "runs": x["runs"],
+            "train_seconds_mean": sm["runtime"]["train_seconds"]["mean"],
+            "best_epoch_mean": sm["best_epoch"]["mean"],
         }
-    base = out.get("din")
+    base = summ.get("din")
     for name, r in out.items():
         if base:
-            r["wins_vs_din"] = paired_wins(r, base)
-            r["relaimpr"] = relaimpr(r["auc_mean"], base["auc_mean"])
+            v = _vs(summ[RUN_KEY[name]], base)
+            r["wins_vs_din"], r["relaimpr"] = v["wins"], v["relaimpr"]
             for g in GROUPS:
-                r["groups"][g]["relaimpr"] = relaimpr(r["groups"][g]["auc_mean"],
-                                                      base["groups"][g]["auc_mean"])
+                r["groups"][g]["relaimpr"] = v["groups"][g]
         else:
             r["relaimpr"] = None
-    for bb in ("wide_deep", "deepfm", "din"):  # Table 3: AQCL_X against its own backbone X
-        r, b = out.get(f"{bb}_aqcl"), out.get(bb)
-        if r and b:
-            r["wins_vs_backbone"] = paired_wins(r, b)
-            r["relaimpr_vs_backbone"] = relaimpr(r["auc_mean"], b["auc_mean"])
-            r["groups_relaimpr_vs_backbone"] = {g: relaimpr(r["groups"][g]["auc_mean"], b["groups"][g]["auc_mean"])
-                                                for g in GROUPS}
-    return out
+    for row in tables.TABLE3.rows:  # Table 3: AQCL_X against its own backbone X
+        r, base_key = out.get(run_name(row.key)), tables.TABLE3.base_of(row.key)
+        if base_key and r and base_key in summ:
+            v = _vs(summ[row.key], summ[base_key])
+            r["wins_vs_backbone"], r["relaimpr_vs_backbone"] = v["wins"], v["relaimpr"]
+            r["groups_relaimpr_vs_backbone"] = v["groups"]
+    return out, summ
 
 
-def _f(v, nd=4):
-    return "-" if v is None else f"{v:.{nd}f}"
+def collect(runs_dir: str) -> Dict[str, dict]:
+    """Aggregate ``RUNS_DIR/<name>/seed*/metrics.json`` per model name: the results JSON's rows."""
+    return summarise(runs_dir)[0]
 
 
-def _p(v):
-    return "-" if v is None else f"{v:+.2f}%"
-
-
-def markdown(res: Dict[str, dict], meta: dict) -> str:
+def markdown(res: Dict[str, dict], meta: dict, summaries: Dict[str, dict]) -> str:
+    """The Markdown report: the AQCL tables (``aqcl/tables.py``) rendered from ``summaries``,
+    then the commands of ``res``'s models and the planned runs not finished."""
     L = ["# AQCL reproduction on Amazon Beauty", "",
          f"Generated {meta['generated']} by `scripts/reproduce_aqcl.py` from the runs' `metrics.json` "
          f"(test split) under `{meta['runs_dir']}`. AUC = mean over the seeds listed (± sample std); "
@@ -230,41 +223,8 @@ def markdown(res: Dict[str, dict], meta: dict) -> str:
         L.append("AQCL alpha: **not searched** (no alpha search best.json); the config's w1/w2 were used "
                  "(see loss_params in the JSON).")
     L.append("")
-
-    def block(title, names, own_backbone=False):
-        """own_backbone: RelaImpr of each AQCL_X row against X (X rows are the bases: '-')."""
-        rows = [n for n in names if n in res]
-        L.extend([f"## {title}", ""])
-        if not rows:
-            L.extend(["(no finished runs yet)", ""])
-            return
-        if own_backbone:
-            L.extend(["RelaImpr of each AQCL row against its own backbone (AQCL_W&D vs W&D, AQCL_DeepFM "
-                      "vs DeepFM, AQCL vs DIN); the backbone rows are the bases.", ""])
-        L.append("| Model | seeds | AUC | RelaImpr | > base | Non-active AUC | RelaImpr | Slightly-active AUC | "
-                 "RelaImpr | Highly-active AUC | RelaImpr | best epoch | train time |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for n in rows:
-            r = res[n]
-            if own_backbone:
-                ri = r.get("relaimpr_vs_backbone")
-                gri = r.get("groups_relaimpr_vs_backbone") or {}
-                w = r.get("wins_vs_backbone")
-            else:
-                ri, gri = r.get("relaimpr"), {g: r["groups"][g].get("relaimpr") for g in GROUPS}
-                w = r.get("wins_vs_din") if n != "din" else None
-            cells = [r["display"], str(r["n_seeds"]), f"{_f(r['auc_mean'])} ± {_f(r['auc_std'])}", _p(ri),
-                     f"{w['wins']}/{w['n']}" if w else "-"]
-            for g in GROUPS:
-                cells += [_f(r["groups"][g]["auc_mean"]), _p(gri.get(g))]
-            cells += [_f(r.get("best_epoch_mean"), 1),
-                      "-" if r.get("train_seconds_mean") is None else f"{r['train_seconds_mean']:.0f}s"]
-            L.append("| " + " | ".join(cells) + " |")
-        L.append("")
-
-    block("Table 2 (Amazon block): regularisers on DIN", TABLE2)
-    block("Table 3 (Amazon column): AQCL on other backbones", TABLE3, own_backbone=True)
-    block("Fig. 5 right: constant alpha vs alpha-adaptation (AQCL on DIN)", ABLATION)
+    for _, layout in LAYOUTS:
+        L += reporting.render_section(layout, summaries, show_keys=False)
     driver = " ".join(["python scripts/reproduce_aqcl.py"] + ([meta["driver_args"]] if meta.get("driver_args") else []))
     L.extend(["## Commands", "", f"Driver (resumable; skips runs that have a metrics.json): `{driver}`. "
               "Each run, one per model and seed (train time: training seconds without validation, mean "
@@ -297,9 +257,9 @@ def driver_args(args) -> str:
 
 def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: Optional[dict],
                   data_dir: str, driver: str = "") -> dict:
-    res = collect(runs_dir)
+    res, summaries = summarise(runs_dir)
     missing = [f"{n}/seed{s}" for n, s in planned
-               if not os.path.exists(os.path.join(runs_dir, n, f"seed{s}", "metrics.json"))]
+               if not RunDir(os.path.join(runs_dir, n, f"seed{s}")).has_metrics()]
     thresholds = None
     sp = os.path.join(data_dir, "stats.json")
     if os.path.exists(sp):
@@ -312,7 +272,7 @@ def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: O
     with open(out_prefix + ".json", "w") as fh:
         json.dump({"meta": meta, "models": res}, fh, indent=1, sort_keys=True)
     with open(out_prefix + ".md", "w") as fh:
-        fh.write(markdown(res, meta))
+        fh.write(markdown(res, meta, summaries))
     return res
 
 
@@ -323,7 +283,7 @@ def run_all(planned: List[tuple], args, alpha: Optional[dict]) -> List[tuple]:
     for i, (name, seed) in enumerate(planned):
         run_dir = os.path.join(args.runs_dir, name, f"seed{seed}")
         cmd = command(name, seed, run_dir, alpha, args.train_flag)
-        if os.path.exists(os.path.join(run_dir, "metrics.json")):
+        if RunDir(run_dir).has_metrics():
             log(f"[{i + 1}/{len(planned)}] {name} seed {seed}: done, skipped")
             continue
         if args.dry_run:
@@ -337,12 +297,11 @@ def run_all(planned: List[tuple], args, alpha: Optional[dict]) -> List[tuple]:
             fh.flush()
             rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
         dt = time.time() - t0
-        if rc != 0 or not os.path.exists(os.path.join(run_dir, "metrics.json")):
+        if rc != 0 or not RunDir(run_dir).has_metrics():
             log(f"    FAILED (exit {rc}, {dt:.0f}s); see {run_dir}/train.log")
             failed.append((name, seed))
         else:
-            with open(os.path.join(run_dir, "metrics.json")) as fh:
-                m = json.load(fh)
+            m = RunDir(run_dir).read_metrics()
             log(f"    test AUC {m.get('auc')}, logloss {m.get('logloss')} ({dt:.0f}s)")
             write_results(args.runs_dir, args.results, args.planned, alpha, args.data_dir,
                           driver_args(args))

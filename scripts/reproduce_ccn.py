@@ -29,9 +29,11 @@ import subprocess
 import sys
 import time
 
+from ccn import tables
+from ctrcore.rundir import RunDir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("wide_deep", "din", "sim", "dihn", "dian", "tan_base", "tan", "ccn_notsi", "ccn_no_attraction",
-          "ccn_no_repulsion", "ccn")
+MODELS = tuple(tables.TABLE2.keys)  # the CCN paper's Table 2 rows (ccn/tables.py), in its order
 PRIORITY = ("tan", "ccn")  # the comparison that must hold on the synthetic data comes first
 
 
@@ -94,7 +96,7 @@ def main():
         order += [(s, m) for s in seeds for m in models if m not in PRIORITY]
         for seed, m in order:
             rel_dir = os.path.join("runs", name, m, f"seed{seed}")
-            if os.path.exists(os.path.join(ROOT, rel_dir, "metrics.json")):
+            if RunDir(os.path.join(ROOT, rel_dir)).has_metrics():
                 continue
             c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}",
                  *([f"--model_dir={rel_dir}"] if a.tag else []), *shlex.split(a.extra)]

@@ -69,8 +69,8 @@ def test_predictions(model_dir: str):
     for b in make_dataset(record["config"]["data_dir"], "test", 4096, spec=spec, shuffle=False,
                           deterministic=True):
         cols["prob"].append(model(b, training=False)["probabilities"].numpy())
-        for k in ("page_id", "item_id", "label"):
-            cols[k].append(b[k].numpy())
+        for k, name in (("page_id", "page_id"), ("item_id", "item_id"), ("label", spec.label)):
+            cols[k].append(b[name].numpy())
     out = {k: np.concatenate(v) for k, v in cols.items()}
     for k in ("page_id", "item_id"):
         out[k] = np.array([x.decode() for x in out[k]])
@@ -101,12 +101,14 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
+    from ctrcore import reporting
+    from ctrcore.rundir import RunDir
     from pipelines import synthetic
 
     truth = synthetic.generate(a.rows, a.seed, with_truth=True)[["page_id", "item_id", "clicked", "_p_click",
                                                                  "_entry_by_trigger"]]
     runs = sorted({d for g in a.runs_glob.split(",") for d in glob.glob(g.strip())
-                   if os.path.exists(os.path.join(d, "metrics.json"))})
+                   if RunDir(d).has_metrics()})
     if not runs:
         raise SystemExit(f"no evaluated runs match {a.runs_glob!r}")
     per_run, oracle = [], None
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{d}: labels differ from the regenerated log's clicks (wrong --rows/--seed?)")
         if oracle is None:
             oracle = dict(block(df, "_p_click"), n=int(len(df)))
-        rec = dict(block(df, "prob"), run=d, model=json.load(open(os.path.join(d, "metrics.json")))["model"])
+        rec = dict(block(df, "prob"), run=d, model=RunDir(d).read_metrics()["model"])
         per_run.append(rec)
         print(json.dumps({k: rec[k] for k in ("run", "auc", "page_auc", "corr_between", "corr_within")}), flush=True)
     keys = ("auc", "page_auc", "corr_between", "corr_within")
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
         models[m] = {"n_runs": len(rs)}
         for k in keys:
             v = [r[k] for r in rs]
-            models[m][k] = {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None}
+            agg = reporting.mean_std(v)
+            models[m][k] = {"mean": agg["mean"], "std": agg["std"]}
         for e in ("trigger_entry", "app_entry"):
             models[m][e] = {k: float(np.mean([r[e][k] for r in rs])) for k in ("corr_between", "corr_within", "page_auc")}
     meta = {"command": "python scripts/synthetic_truth_analysis.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -139,8 +142,7 @@ def main(argv=None) -> int:
     with open(a.output + ".json", "w") as fh:
         json.dump({"meta": meta, "oracle": oracle, "models": models, "runs": per_run}, fh, indent=1)
 
-    def ms(x):
-        return f"{x['mean']:.4f}" + ("" if x["std"] is None else f" ± {x['std']:.4f}")
+    ms = reporting.fmt_ms
 
     L = ["# Trained models vs the synthetic truth (test split)", "",
          f"Generated {meta['generated']} by `{meta['command']}`. Truth: the generator's `_p_click` "

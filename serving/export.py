@@ -26,8 +26,9 @@ CLI::
     python -m serving.export --model_dir=MODEL_DIR --export_base=EXPORT_BASE --model_name=ctr \
         [--version=N] [--keep_versions=5] [--data_dir=DATA_DIR (warmup; default: the run's)]
 
-The model is rebuilt from ``MODEL_DIR/train_config.json`` (:func:`load_trained_backbone`) and
-its best weights (``MODEL_DIR/best/weights``).
+The backbone is rebuilt from the run record of ``MODEL_DIR`` (``train_config.json``, read through
+:class:`ctrcore.rundir.RunDir`; :func:`load_trained_backbone`) and its best weights
+(``MODEL_DIR/best/weights``).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from ctrcore import schema
+from ctrcore.rundir import RunDir
 from ctrcore.schema import FeatureSpec
 from serving import warmup as warmup_lib
 from serving.signatures import (EXAMPLES_INPUT, SIGNATURE_DEFAULT, SIGNATURE_PREDICT, ServingModule,
@@ -117,10 +119,10 @@ def _rename_dir(src: str, dst: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------
-def resolve_backbone(model_or_backbone):
+def resolve_backbone(model):
     """The backbone of a ``CTRModel`` (``.backbone``), or the argument if it is a backbone."""
-    bb = getattr(model_or_backbone, "backbone", None)
-    return bb if bb is not None else model_or_backbone
+    bb = getattr(model, "backbone", None)
+    return bb if bb is not None else model
 
 
 def dummy_features(spec: FeatureSpec, batch: int = 2):
@@ -128,7 +130,7 @@ def dummy_features(spec: FeatureSpec, batch: int = 2):
     for name, fd in spec.serving_features.items():
         shape = [batch] + list(fd.shape)
         if fd.dtype == "string":
-            feats[name] = tf.fill(shape, "")
+            feats[name] = tf.fill(shape, schema.PAD)
         else:
             feats[name] = tf.zeros(shape, tf.int64 if fd.dtype == "int64" else tf.float32)
     return feats
@@ -189,22 +191,20 @@ def verify_export(export_dir: str, backbone, spec: FeatureSpec, examples: Option
     return {"max_abs_diff": diffs, "checked_examples": int(len(ref)), "warmup_requests": len(logs or [])}
 
 
-def export_model(model_or_backbone=None, spec: FeatureSpec = None, export_base: str = None,
-                 model_name: str = None, version: Optional[int] = None, keep_versions: int = 5,
+def export_model(model, spec: FeatureSpec, export_base: str, model_name: str,
+                 version: Optional[int] = None, keep_versions: int = 5,
                  warmup_examples: Union[None, str, Sequence] = "auto", *, verify: bool = True,
-                 extra_info: Optional[dict] = None, model=None, backbone=None) -> str:
-    """Export the serving graph of ``model_or_backbone`` (a ``CTRModel`` or its backbone) to
+                 extra_info: Optional[dict] = None) -> str:
+    """Export the serving graph of ``model`` (a ``CTRModel`` or its backbone) to
     ``export_base/model_name/VERSION`` and return that path.
 
     ``warmup_examples``: serialized ``tf.train.Example``s (bytes or protos; e.g. from the
     validation split) for ``assets.extra/tf_serving_warmup_requests`` and the export check;
     ``"auto"`` (default) reads up to 128 from the ``valid`` split next to the feature spec
     (``spec.root``, the data dir) when there is one; ``None`` writes no warmup file (the check
-    then uses a padding batch). ``model=`` / ``backbone=`` are accepted as aliases of the first
-    argument (``ccn.train.try_export`` passes arguments by name).
+    then uses a padding batch).
     """
-    model_or_backbone = next((m for m in (model_or_backbone, backbone, model) if m is not None), None)
-    if model_or_backbone is None or spec is None or not export_base:
+    if model is None or spec is None or not export_base:
         raise TypeError("export_model needs a model (or backbone), spec, export_base and model_name")
     if isinstance(warmup_examples, str):
         if warmup_examples != "auto":
@@ -214,7 +214,7 @@ def export_model(model_or_backbone=None, spec: FeatureSpec = None, export_base: 
         raise ValueError(f"invalid model_name {model_name!r}")
     if version is not None and (int(version) != version or version < 0):
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
-    backbone = resolve_backbone(model_or_backbone)
+    backbone = resolve_backbone(model)
     if not backbone.built or not backbone.variables:
         backbone(dummy_features(spec), training=False)  # create the variables eagerly
     examples = None
@@ -296,64 +296,37 @@ def export_model(model_or_backbone=None, spec: FeatureSpec = None, export_base: 
 # ---------------------------------------------------------------------------------------------
 # rebuild from a training run
 # ---------------------------------------------------------------------------------------------
-def _backbone_name_from_config(record: dict) -> str:
-    """Backbone name recorded by the trainer. ``ccn.models`` (which maps ``--model`` names to
-    backbones) is training-side code serving must not import, so the name is read from the
-    record: ``run_info.backbone``, ``backbone`` or ``config.backbone``; else ``config.model`` if
-    it is itself a backbone name."""
-    from ctrcore.backbones import BACKBONES
-
-    cfg = record.get("config", record)
-    for src in (record.get("run_info") or {}, record, cfg):
-        name = src.get("backbone")
-        if name:
-            return name
-    model = cfg.get("model")
-    if model in BACKBONES:
-        return model
-    raise ExportError(f"train_config.json records no backbone name for model {model!r} "
-                      f"(expected run_info.backbone); cannot rebuild the serving graph")
+def backbone_name(record: dict) -> str:
+    """The backbone name the run record holds (``run_info.backbone``, written by the trainer's
+    caller: ``ccn.models``, which maps ``--model`` names to backbones, is training-side code
+    serving must not import)."""
+    name = (record.get("run_info") or {}).get("backbone")
+    if not name:
+        raise ExportError(f"the run record holds no backbone name (run_info.backbone) for model "
+                          f"{record.get('config', {}).get('model')!r}; cannot rebuild the serving graph")
+    return name
 
 
 def load_trained_backbone(model_dir: str, data_dir: Optional[str] = None):
-    """``(backbone, spec, record)`` rebuilt from ``MODEL_DIR/train_config.json`` with the best
-    weights. Uses ``ctrcore.trainer.load_trained_backbone`` when the trainer provides it."""
-    try:
-        from ctrcore import trainer as trainer_lib
-    except ImportError:  # pragma: no cover
-        trainer_lib = None
-    fn = getattr(trainer_lib, "load_trained_backbone", None)
-    if fn is not None:
-        res = fn(model_dir) if data_dir is None else fn(model_dir, data_dir=data_dir)
-        if isinstance(res, tuple):
-            return res if len(res) == 3 else (*res, {})
-        return res, schema.load_spec(data_dir or _record_data_dir(model_dir)), {}
-
+    """``(backbone, spec, record)`` rebuilt from the run record of ``model_dir`` with the best
+    weights; ``data_dir`` (default: the run's) holds the feature spec and vocabularies."""
     from ctrcore.backbones import build_backbone
     from ctrcore.config import TrainConfig
 
-    path = os.path.join(model_dir, "train_config.json")
-    with tf.io.gfile.GFile(path) as fh:
-        record = json.load(fh)
-    cfg = TrainConfig.from_dict(record.get("config", record))
+    run = RunDir(model_dir)
+    record = run.read_config()
+    cfg = TrainConfig.from_dict(record["config"])
     spec = schema.load_spec(data_dir or cfg.data_dir)
-    backbone = build_backbone(_backbone_name_from_config(record), spec, **cfg.backbone_hparams())
+    backbone = build_backbone(backbone_name(record), spec, **cfg.backbone_hparams())
     backbone(dummy_features(spec), training=False)
-    prefix = os.path.join(model_dir, "best", "weights")
-    if not tf.io.gfile.exists(prefix + ".index"):
-        raise FileNotFoundError(f"no best weights under {prefix}")
+    if not run.has_best_weights():
+        raise FileNotFoundError(f"no best weights under {run.best_weights}")
     # the weights were saved from the CTRModel (attribute `backbone`): restore that subtree only
     ckpt = tf.train.Checkpoint(backbone=backbone)
-    status = ckpt.read(prefix)
+    status = ckpt.read(run.best_weights)
     status.expect_partial()
     status.assert_existing_objects_matched()
     return backbone, spec, record
-
-
-def _record_data_dir(model_dir: str) -> str:
-    with tf.io.gfile.GFile(os.path.join(model_dir, "train_config.json")) as fh:
-        record = json.load(fh)
-    return record.get("config", record)["data_dir"]
 
 
 def main(argv):
@@ -363,8 +336,7 @@ def main(argv):
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments {argv[1:]}")
     backbone, spec, record = load_trained_backbone(F.model_dir, F.spec_dir)
-    data_dir = F.data_dir if F.data_dir is not None else (
-        record.get("config", record).get("data_dir") if record else None)
+    data_dir = F.data_dir if F.data_dir is not None else record["config"].get("data_dir")
     examples = None
     if data_dir and F.warmup_examples > 0:
         examples = warmup_lib.read_examples(data_dir, F.warmup_split, F.warmup_examples)

@@ -1,17 +1,14 @@
 """AQCL pure functions (Eq. 2-6, augmentations, projector) against NumPy loop references."""
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from aqcl import alpha as A  # noqa: E402
-from aqcl import augment as G  # noqa: E402
-from aqcl import codebook as CB  # noqa: E402
-from aqcl import losses as L  # noqa: E402
-from aqcl.projector import Projector  # noqa: E402
+from aqcl import alpha as A
+from aqcl import augment as G
+from aqcl import codebook as CB
+from aqcl import losses as L
+from aqcl.projector import Projector
 
 Z = np.array([[0.9, 0.1, -0.2], [0.0, 1.0, 0.3], [-0.5, 0.4, 0.8], [0.3, -0.7, 0.1]],
              np.float32)

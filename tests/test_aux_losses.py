@@ -1,19 +1,18 @@
 """Aux-loss plug-ins (ccn.aux.CCNLoss, aqcl.aux.AQCLLoss / ICLLoss) against a tiny fake backbone
 implementing the documented interface (docs/architecture.md section 4), plus a smoke test with the
 real CTRModel."""
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import types
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
 
-from aqcl import losses as aloss  # noqa: E402
-from aqcl.aux import AQCLLoss, ICLLoss, history_feature_groups  # noqa: E402
-from ccn import losses as closs  # noqa: E402
-from ccn.aux import CCNLoss, p_from_stats  # noqa: E402
+from aqcl import losses as aloss
+from aqcl.aux import AQCLLoss, ICLLoss, history_feature_groups
+from ccn import losses as closs
+from ccn.aux import CCNLoss, p_from_stats
 
 B, C, S, LL, V, D = 6, 4, 5, 3, 50, 8
 STATS = {"p_s_plus": 0.8, "p_s_minus": 0.2, "mean_history_length": 3.0,
@@ -71,8 +70,12 @@ class FakeBackbone(keras.layers.Layer):
 
 
 class FakeModel:
+    """The interface a plug-in sees (docs/architecture.md): the backbone, and the spec's label
+    name (no feature config: sequences are found by name)."""
+
     def __init__(self):
         self.backbone = FakeBackbone(name="fake_backbone")
+        self.spec = types.SimpleNamespace(label="label", config=None)
 
 
 def make_features(seed=0):

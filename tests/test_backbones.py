@@ -234,3 +234,49 @@ def test_din_attention_split_first_layer_equals_concat():
     score = att.mlp(tf.concat([qb, seq, qb - seq, qb * seq], -1))[..., 0]  # the textbook form
     ref = tf.einsum("bl,bld->bd", tf.where(mask, score, tf.zeros_like(score)), seq)
     np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_composed_structure():
+    """Issue 13 item 2: one architecture class per backbone name, in ctrcore/archs/<family>.py;
+    the backbone modules import each other one way and at module level only; no code reads
+    another object's private attributes."""
+    import ast
+    import pathlib
+
+    from ctrcore import archs
+
+    assert tuple(archs.ARCHITECTURES) == backbones.BACKBONES
+    for name, cls in archs.ARCHITECTURES.items():
+        assert cls.kind == name and issubclass(cls, archs.Architecture)
+        assert cls.__module__.split(".")[-1] in ("wide_deep", "deepfm", "din", "trigger", "intent"), cls
+    root = pathlib.Path(backbones.__file__).resolve().parents[1]
+    files = sorted((root / "ctrcore" / "archs").glob("*.py")) + [
+        root / "ctrcore" / "backbones.py", root / "ctrcore" / "trigger_backbones.py", root / "ccn" / "baselines.py"]
+    offenders = []
+    for path in files:
+        tree = ast.parse(path.read_text())
+        top = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                offenders.append(f"{path.name}:{node.lineno}: function-level import")
+            if isinstance(node, ast.ImportFrom) and node.module in ("ctrcore.backbones", "ctrcore.trigger_backbones") \
+                    and path.name != "backbones.py":
+                offenders.append(f"{path.name}:{node.lineno}: imports {node.module}")
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                offenders.append(f"{path.name}:{node.lineno}: reads .{node.attr}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_backbone_attributes_are_the_declared_layers(built):
+    """The layers of the front-end and the architecture are tracked by the backbone under the
+    names they declare (the checkpoint names), and every variable belongs to one of them."""
+    for name, bb in built.items():
+        declared = bb.front.named_layers() + bb.arch.named_layers()
+        assert len({a for a, _ in declared}) == len(declared), name
+        for attr, layer in declared:
+            got = getattr(bb, attr)
+            assert (dict(got) == layer) if isinstance(layer, dict) else (got is layer), (name, attr)
+        own = {id(v) for _, layer in declared
+               for l in (layer.values() if isinstance(layer, dict) else [layer]) for v in l.variables}
+        assert {id(v) for v in bb.variables} == own, name

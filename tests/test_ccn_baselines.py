@@ -125,8 +125,7 @@ def test_intent_loss_in_training_and_gradient_reaches_the_intent_net(fake, name)
     g = tape.gradient(intent, bb.intent_mlp.trainable_variables)
     assert all(x is not None and np.abs(x.numpy()).sum() > 0 for x in g)
     # the label is the page-level reference computed from the raw columns
-    cat = bb._cat_index
-    names = {p_: layers.item_feature_names(spec, p_)[cat] for p_ in ("", "trigger_", "context_")}
+    names = {p_: bb.category_feature(p_) for p_ in ("", "trigger_", "context_")}
     ids = bb.lookup({v: batch[v] for v in names.values()})
     np.testing.assert_array_equal(y, np_intent_label(batch["label"].numpy(), ids["category_id"].numpy(),
                                                      ids[names["trigger_"]].numpy(),

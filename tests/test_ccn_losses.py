@@ -1,13 +1,10 @@
 """CCN losses (Eq. 5-12) against independent NumPy loop references on hand-made inputs."""
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from ccn import losses as L  # noqa: E402
+from ccn import losses as L
 
 TAU, XI = 0.5, 0.8
 

@@ -10,13 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from ctrcore.testing import write_fake_dataset  # noqa: E402
-from serving import client, warmup  # noqa: E402
+from ctrcore.testing import write_fake_dataset
+from serving import client, warmup
 
 
 @pytest.fixture(scope="module")

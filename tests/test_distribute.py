@@ -282,7 +282,6 @@ def test_parameter_server_sharded_tables_close_to_one_device(data, single, tmp_p
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if sys.argv[1] == "worker":
         worker_main(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "server":

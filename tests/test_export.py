@@ -17,15 +17,14 @@ import textwrap
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from ctrcore import schema  # noqa: E402
-from ctrcore.testing import write_fake_dataset  # noqa: E402
-from serving import export, warmup  # noqa: E402
-from serving.signatures import EXAMPLES_INPUT  # noqa: E402
+from ctrcore import schema
+from ctrcore.testing import write_fake_dataset
+from serving import export, warmup
+from serving.signatures import EXAMPLES_INPUT
 
 PY = sys.executable
 # name -> (--model, extra aux losses, modules the case needs)

@@ -1,4 +1,5 @@
 """Flag files parse and validate; inconsistent flags fail with a clear message before any work."""
+import dataclasses
 import glob
 import json
 import os
@@ -175,3 +176,62 @@ def test_train_config_roundtrip():
     cfg = TrainConfig(data_dir="d", model_dir="m", aux_losses=["aqcl"], mlp_units=[4, 2])
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert set(TrainConfig.field_names()) <= set(_parse(BASE)[0].to_dict())
+
+
+def test_every_backbone_hyperparameter_is_a_flag_with_the_builder_default():
+    """TrainConfig.backbone_hparams() sets every keyword of build_backbone (ctrcore.archs.HParams),
+    and the flag defaults are the builder's (a default config builds the models it always built)."""
+    from ctrcore.archs import HParams
+
+    cfg, _ = _parse(BASE)
+    hp = cfg.backbone_hparams()
+    assert set(hp) == set(HParams.names())
+    built = HParams(**hp).to_dict()
+    for f in dataclasses.fields(HParams):
+        want = f.default if f.name != "use_trigger" else False  # None and False: no trigger
+        assert built[f.name] == (list(want) if isinstance(want, tuple) else want), f.name
+
+
+BACKBONE_FLAGS = ["--emb_dim=4", "--mlp_units=6", "--num_heads=2", "--cm_dim=3", "--cm_units=5,7",
+                  "--batch_norm", "--din_units=9,4", "--din_softmax", "--wide_buckets=128",
+                  "--use_trigger", "--activation=tanh", "--intent_units=11"]
+
+
+def test_backbone_flags_reach_the_built_backbone(fake_data):
+    """Each backbone flag changes the backbone that ccn.models.build_model builds."""
+    from ctrcore import schema
+
+    cfg, lp = _parse([f"--data_dir={fake_data}", "--model_dir=/tmp/x"] + BACKBONE_FLAGS)
+    T.validate_all(cfg, lp, check_data=False)
+    spec, stats = schema.load_spec(fake_data), schema.load_stats(fake_data)
+
+    def backbone(model):
+        return models.build_model(dataclasses.replace(cfg, model=model), lp, spec, stats).backbone
+
+    tan = backbone("tan")
+    assert [d.units for d in tan.cm_mlp.denses] == [5, 7, 3]
+    assert [d.units for d in tan.mlp.denses] == [6]
+    assert tan.mlp.norms[0] is not None  # --batch_norm
+    assert tan.mlp.denses[0].activation.__name__ == "tanh"
+    assert tan.att_target_short.heads == 2
+    din = backbone("din")
+    assert din.din_att.softmax and [d.units for d in din.din_att.mlp.denses] == [9, 4, 1]
+    wd = backbone("wide_deep")
+    assert wd.trigger_aware and wd.cross_short.num_buckets == 128 and wd.cross_trigger.num_buckets == 128
+    assert backbone("deepfm").trigger_aware
+    dihn = backbone("dihn")
+    assert [d.units for d in dihn.intent_mlp.denses] == [11, 1]
+    assert [d.units for d in dihn.uin_att.mlp.denses] == [9, 4, 1] and dihn.ssm_att.softmax
+    assert backbone("dian").hparams["intent_units"] == [11]
+
+
+@pytest.mark.parametrize("flag", ["--din_units=4,x", "--cm_units=a", "--intent_units=1.5"])
+def test_bad_unit_lists_fail_at_parse(flag):
+    with pytest.raises(ConfigError, match=flag.split("=")[0]):
+        _parse(BASE + [flag])
+
+
+@pytest.mark.parametrize("flag, message", [("--din_units=0", "--din_units"), ("--intent_units=", "--intent_units"),
+                                           ("--wide_buckets=0", "--wide_buckets")])
+def test_bad_backbone_values_fail_validation(flag, message):
+    assert message in _errors(BASE + [flag])

@@ -37,10 +37,9 @@ import textwrap
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests import golden_util as G  # noqa: E402
+from tests import golden_util as G
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_FP = G.read_json(G.DATA_JSON)

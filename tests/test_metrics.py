@@ -165,10 +165,3 @@ def test_metrics_module_does_not_import_tensorflow():
     import subprocess
     code = "import sys, ctrcore.metrics; sys.exit(1 if 'tensorflow' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
-def test_paired_wins_counts_common_seeds_only():
-    from ctrcore import metrics as M
-
-    w = M.paired_wins({0: 0.71, 1: 0.70, 2: 0.75, 3: None}, {0: 0.70, 1: 0.72, 3: 0.6, 4: 0.7})
-    assert w == {"seeds": [0, 1], "n": 2, "wins": 1}

@@ -27,12 +27,11 @@ import shutil
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ctrcore.schema import FeatureSpec, SpecConfig, load_spec  # noqa: E402
-from pipelines import synthetic  # noqa: E402
-from pipelines.sources import get_source  # noqa: E402
+from ctrcore.schema import FeatureSpec, SpecConfig, load_spec
+from pipelines import synthetic
+from pipelines.sources import get_source
 
 PROFILE = ("gender", "age")
 # case -> (dropped columns = optional fields, vocabularies that must come out empty, --model)

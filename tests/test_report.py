@@ -61,7 +61,7 @@ def test_aggregate_mean_std_relaimpr_and_order(tmp_path):
     lines = [l for l in md.splitlines() if l.startswith("| ")]
     order = [l.split("|")[1].strip() for l in lines[1:]]
     assert order[0].startswith("Wide&Deep") and "not run" in lines[1]
-    assert [o.split(" (`")[0] for o in order] == [r[1] for r in report.LAYOUTS["ccn"]]
+    assert [o.split(" (`")[0] for o in order] == [r.label for r in report.LAYOUTS["ccn"].rows]
     assert "0.7600 ± 0.0141" in md and "+18.18%" in md  # ccn: mean ± std, RelaImpr vs tan
     assert "| +18.18% | 2/2 |" in md and "| 0.7200 ± 0.0200 | 0.7200 | +0.00% | - |" in md
     assert "SIM (`sim`) | 0 | not run" in md
@@ -89,12 +89,6 @@ def test_aqcl_layouts_and_extra_rows(tmp_path):
     assert data2["groups"]["wide_deep+aqcl"]["relaimpr_base"] == "wide_deep"
     assert data2["groups"]["din+aqcl"]["relaimpr_base"] == "din"
     assert data2["groups"]["din"]["relaimpr"] is None
-
-
-def test_trimmed_mean_drops_one_best_and_one_worst():
-    assert report.trimmed_mean([0.9, 0.1, 0.5, 0.6, 0.4]) == pytest.approx(0.5)
-    assert report.trimmed_mean([0.3, 0.9, 0.1]) == pytest.approx(0.3)
-    assert report.trimmed_mean([0.7, 0.8]) is None and report.trimmed_mean([None, 0.7, 0.8]) is None
 
 
 def test_group_by_directory_for_sweeps(tmp_path):

@@ -162,8 +162,11 @@ def test_short_training_learns_and_writes_everything(tmp_path_factory):
 def test_resume_check_tolerates_a_new_unset_parameter(tmp_path):
     """A run recorded before a loss parameter existed resumes when the new parameter is unset
     (None), and is refused when it is set or an old one changed."""
-    from ctrcore.trainer import _check_resume_config
+    from ctrcore.record import check_resume
+    from ctrcore.rundir import RunDir
 
+    run = RunDir(str(tmp_path))
+    check = lambda new: check_resume(run, new)  # noqa: E731
     path = str(tmp_path / "train_config.json")
     data = {"feature_spec_sha256": "a", "stats_sha256": "b"}
     old = {"config": {"model": "tan"}, "run_info": {"loss_params": {"ccn_tau": 0.5}, "command": "x"}, "data": data}
@@ -171,18 +174,18 @@ def test_resume_check_tolerates_a_new_unset_parameter(tmp_path):
         json.dump(old, fh)
     new = lambda **lp: {"config": {"model": "tan"}, "run_info": {"loss_params": dict({"ccn_tau": 0.5}, **lp),
                                                                   "command": "y"}, "data": data}
-    _check_resume_config(path, new(intent_weight=None))  # added later, unset: same run
+    check(new(intent_weight=None))  # added later, unset: same run
     # a config field added later (absent from the old record) at its default: same run
     later = new()
     later["config"] = {"model": "tan", "l2_emb": 0.0}
-    _check_resume_config(path, later)
+    check(later)
     later["config"]["l2_emb"] = 1e-4
     with pytest.raises(ConfigError, match="l2_emb"):
-        _check_resume_config(path, later)
+        check(later)
     with pytest.raises(ConfigError, match="loss_params"):
-        _check_resume_config(path, new(intent_weight=0.3))
+        check(new(intent_weight=0.3))
     with pytest.raises(ConfigError, match="loss_params"):
-        _check_resume_config(path, new(ccn_tau=0.7))
+        check(new(ccn_tau=0.7))
 
 
 def test_resume_after_interruption_continues_from_backup(data, tmp_path):

@@ -1,0 +1,51 @@
+"""The AQCL paper's results tables as data (rendered by :mod:`ctrcore.reporting`).
+
+Rows are keyed by run key (``din+aqcl``: DIN trained with the AQCL loss); the reproduction driver
+``scripts/reproduce_aqcl.py`` names its run directories by the key with ``+`` -> ``_``.
+
+* :data:`TABLE2` - AQCL Table 2: DIN and the regularisers on DIN (DropoutNet, DeepMCP, DMR, ICL,
+  AQCL), AUC and RelaImpr against DIN overall and per activeness group.
+* :data:`TABLE3` - AQCL Table 3: W&D, DeepFM and DIN without / with AQCL; RelaImpr of each AQCL
+  row against its own backbone.
+* :data:`FIG5_ALPHA` - Fig. 5 (right): AQCL on DIN with a constant alpha in {0, 0.3, 0.6, 1}
+  against the adaptive alpha; rows keyed by the runs' configuration directory (their run key is
+  ``din+aqcl`` for all).
+"""
+from __future__ import annotations
+
+from ctrcore.reporting import OWN_BACKBONE, Row, TableLayout
+
+#: Columns of the AQCL tables: the paper's AUC and RelaImpr, overall and per activeness group,
+#: plus per-seed wins over the base, GAUC, LogLoss, the kept epoch and the training time.
+COLUMNS = ("n", "auc", "relaimpr", "wins", ("group_auc", "group_relaimpr"), "gauc", "logloss",
+           "best_epoch", "train_time")
+
+TABLE2 = TableLayout(
+    name="aqcl",
+    title="Table 2 (Amazon block): regularisers on DIN",
+    rows=(Row("din", "DIN"), Row("din+dropoutnet", "DropoutNet"), Row("din+deepmcp", "DeepMCP"),
+          Row("din+dmr", "DMR"), Row("din+icl", "ICL"), Row("din+aqcl", "AQCL")),
+    columns=COLUMNS,
+    base="din",
+)
+
+TABLE3 = TableLayout(
+    name="aqcl_backbones",
+    title="Table 3 (Amazon column): AQCL on other backbones",
+    rows=(Row("wide_deep", "W&D"), Row("wide_deep+aqcl", "AQCL_W&D"), Row("deepfm", "DeepFM"),
+          Row("deepfm+aqcl", "AQCL_DeepFM"), Row("din", "DIN"), Row("din+aqcl", "AQCL_DIN")),
+    columns=COLUMNS,
+    base=OWN_BACKBONE,
+    note="RelaImpr of each AQCL row against its own backbone (AQCL_W&D vs W&D, AQCL_DeepFM vs DeepFM, "
+         "AQCL_DIN vs DIN); the backbone rows are the bases.",
+)
+
+FIG5_ALPHA = TableLayout(
+    name="aqcl_alpha",
+    title="Fig. 5 right: constant alpha vs alpha-adaptation (AQCL on DIN)",
+    rows=(Row("din_aqcl_alpha0", "AQCL alpha=0"), Row("din_aqcl_alpha0.3", "AQCL alpha=0.3"),
+          Row("din_aqcl_alpha0.6", "AQCL alpha=0.6"), Row("din_aqcl_alpha1", "AQCL alpha=1"),
+          Row("din+aqcl", "AQCL")),
+    columns=COLUMNS,
+    base="din",
+)

@@ -1,0 +1,50 @@
+"""DIN (Zhou et al. 2018) and SIM (Pi et al. 2020).
+
+=== ======================================================================================
+din ``MLP(E_user, E_target, DIN-attention(target, short), mean(E_short))``
+sim ``MLP(E_user, E_target, MHTA(target, short), MHTA(target, long | cat == target cat))``
+=== ======================================================================================
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ctrcore import layers as L
+from ctrcore.archs.base import Architecture
+from ctrcore.archs.blocks import CategorySearch
+
+
+class DIN(Architecture):
+    kind = "din"
+
+    def __init__(self, front, hp):
+        super().__init__(front, hp)
+        self.din_att = self.track("din_att", L.DinAttention(hp.din_units, softmax=hp.din_softmax,
+                                                            name="din_attention"))
+        self.head = self.add(self.prediction_head())
+
+    def apply(self, emb, training=False):
+        x = self.embed(emb)
+        pooled = self.din_att(x.target, x.short, x.short_mask, training=training)
+        latent, logit = self.head(tf.concat([x.user, x.target, pooled, L.masked_mean(x.short, x.short_mask)],
+                                            axis=-1), training=training)
+        return dict(x.outputs(), latent=latent, logits=logit)
+
+
+class SIM(Architecture):
+    kind = "sim"
+    reads_long = True
+
+    def __init__(self, front, hp):
+        super().__init__(front, hp)
+        self.att_target_short = self.track("att_target_short", L.TargetAttention(hp.heads, name="mhta_target_short"))
+        self.search_target = self.add(CategorySearch("att_target_long", hp.heads, "mhta_target_long"))
+        self.head = self.add(self.prediction_head())
+
+    def apply(self, emb, training=False):
+        x = self.embed(emb)
+        long, long_mask = emb.items("long_")
+        parts = [x.user, x.target, self.att_target_short(x.target, x.short, x.short_mask, training=training),
+                 self.search_target(emb, x.target, "", long, long_mask, training=training)]
+        latent, logit = self.head(tf.concat(parts, axis=-1), training=training)
+        return dict(x.outputs(), latent=latent, logits=logit)

@@ -1,0 +1,245 @@
+"""The run directory (``MODEL_DIR``): the one place that knows its file names and layout.
+
+Every file of a training run is read and written through :class:`RunDir`; no other module
+opens them by name::
+
+    train_config.json   the run record: every option, the model-specific options (run_info),
+                        data digest, seed, plan, command line, versions; checked on resume
+                        (ctrcore.record)
+    history.json        per-epoch train losses, validation metrics, timings; completed flag;
+                        runtime summed over (resumed) sessions (ctrcore.callbacks, ctrcore.trainer)
+    metrics.json / .md  the evaluation of the test split (metrics_<split>.json / .md: another
+                        split), written by ``ccn.evaluate``
+    best/weights.*      weights with the best validation AUC (+ best/best.json)
+    backup/             keras BackupAndRestore checkpoints (resume of an interrupted run)
+    tb/                 TensorBoard events: train/ and validation/ (tb/worker_<pid>/: a non-chief)
+
+JSON files are written atomically (tmp file + rename) as strict JSON (nan -> null). Paths with a
+scheme (``gs://...``) go through ``tf.io.gfile``; local paths through the standard library, so
+reading a run (reports, the alpha search) does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+CONFIG_FILE = "train_config.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+BEST_DIR = "best"
+BEST_PREFIX = os.path.join(BEST_DIR, "weights")
+BEST_INFO = os.path.join(BEST_DIR, "best.json")
+BACKUP_DIR = "backup"
+TB_DIR = "tb"
+
+_REQUIRED = object()
+
+
+class RunFileMissing(FileNotFoundError):
+    """A file a run directory should hold is not there; the message names its path."""
+
+
+# ---------------------------------------------------------------------------------------------
+# file system: tf.io.gfile for URLs (imported only then), the standard library for local paths
+# ---------------------------------------------------------------------------------------------
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _exists(path: str) -> bool:
+    return _gfile().exists(path) if _is_url(path) else os.path.exists(path)
+
+
+def _open(path: str, mode: str = "r"):
+    return _gfile().GFile(path, mode) if _is_url(path) else open(path, mode)
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic JSON write (tmp file + rename), strict JSON (nan -> null)."""
+    from ctrcore.metrics import to_jsonable
+
+    tmp = path + ".tmp"
+    with _open(tmp, "w") as fh:
+        json.dump(to_jsonable(obj), fh, indent=1, sort_keys=True, allow_nan=False)
+    if _is_url(path):
+        _gfile().rename(tmp, path, overwrite=True)
+    else:
+        os.replace(tmp, path)
+
+
+def read_json(path: str, default=None):
+    """The JSON at ``path``, or ``default`` when there is no file."""
+    if not _exists(path):
+        return default
+    with _open(path) as fh:
+        return json.load(fh)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run directory
+# ---------------------------------------------------------------------------------------------
+class RunDir:
+    """The files of one run directory. ``read_*`` raise :class:`RunFileMissing` (naming the
+    path) for a missing file unless a ``default`` is given."""
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.path!r})"
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    # -- paths -----------------------------------------------------------------------------------
+    def file(self, name: str) -> str:
+        """Path of ``name`` (relative to the run directory)."""
+        return os.path.join(self.path, name)
+
+    @property
+    def config_path(self) -> str:
+        return self.file(CONFIG_FILE)
+
+    @property
+    def history_path(self) -> str:
+        return self.file(HISTORY_FILE)
+
+    @property
+    def best_dir(self) -> str:
+        return self.file(BEST_DIR)
+
+    @property
+    def best_weights(self) -> str:
+        """Checkpoint prefix of the best weights (``best/weights``)."""
+        return self.file(BEST_PREFIX)
+
+    @property
+    def best_info_path(self) -> str:
+        return self.file(BEST_INFO)
+
+    @property
+    def backup_dir(self) -> str:
+        return self.file(BACKUP_DIR)
+
+    def tb_dir(self, chief: bool = True) -> str:
+        """TensorBoard events: ``tb/`` (the chief) or ``tb/worker_<pid>`` (another worker)."""
+        return self.file(TB_DIR) if chief else os.path.join(self.file(TB_DIR), f"worker_{os.getpid()}")
+
+    @staticmethod
+    def metrics_name(split: str = "test", ext: str = "json") -> str:
+        """``metrics.<ext>`` for the test split, ``metrics_<split>.<ext>`` for any other."""
+        return f"metrics.{ext}" if split == "test" else f"metrics_{split}.{ext}"
+
+    def metrics_path(self, split: str = "test", ext: str = "json") -> str:
+        return self.file(self.metrics_name(split, ext))
+
+    # -- existence -------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return _exists(self.path)
+
+    def has(self, name: str) -> bool:
+        return _exists(self.file(name))
+
+    def has_config(self) -> bool:
+        return _exists(self.config_path)
+
+    def has_history(self) -> bool:
+        return _exists(self.history_path)
+
+    def has_metrics(self, split: str = "test") -> bool:
+        return _exists(self.metrics_path(split))
+
+    def has_best_weights(self) -> bool:
+        return _exists(self.best_weights + ".index")
+
+    # -- generic JSON ----------------------------------------------------------------------------
+    def read_json(self, name: str, default: Any = _REQUIRED, what: str = "") -> Any:
+        """The JSON file ``name`` of the run; ``default`` when it is missing, else
+        :class:`RunFileMissing`."""
+        path = self.file(name)
+        if not _exists(path):
+            if default is not _REQUIRED:
+                return default
+            raise RunFileMissing(f"{path} not found: {self.path} holds no {what or name}"
+                                 f"{' (is it a training run directory?)' if not self.has_config() else ''}")
+        with _open(path) as fh:
+            return json.load(fh)
+
+    def write_json(self, name: str, obj) -> None:
+        write_json(self.file(name), obj)
+
+    def write_text(self, name: str, text: str) -> None:
+        with _open(self.file(name), "w") as fh:
+            fh.write(text)
+
+    # -- the run's files -------------------------------------------------------------------------
+    def read_config(self, default: Any = _REQUIRED) -> dict:
+        """The run record (``train_config.json``)."""
+        return self.read_json(CONFIG_FILE, default, "run record")
+
+    def write_config(self, record: dict) -> None:
+        self.write_json(CONFIG_FILE, record)
+
+    def read_history(self, default: Any = _REQUIRED) -> dict:
+        """The training history (``history.json``)."""
+        return self.read_json(HISTORY_FILE, default, "training history")
+
+    def write_history(self, history: dict) -> None:
+        self.write_json(HISTORY_FILE, history)
+
+    def completed(self) -> bool:
+        """True once the trainer marked the run completed; False without a readable history."""
+        try:
+            return bool((self.read_history(default=None) or {}).get("completed"))
+        except (OSError, ValueError):
+            return False
+
+    def read_best_info(self, default: Any = _REQUIRED) -> dict:
+        """``best/best.json``: epoch, global step and validation AUC of the best weights."""
+        return self.read_json(BEST_INFO, default, "best-weights record")
+
+    def read_metrics(self, split: str = "test", default: Any = _REQUIRED) -> dict:
+        """The evaluation of ``split`` (``metrics.json`` / ``metrics_<split>.json``)."""
+        return self.read_json(self.metrics_name(split), default, f"evaluation of split {split!r}")
+
+    def write_metrics(self, split: str, metrics: dict, markdown: str = None) -> None:
+        """``metrics(_<split>).json`` and, with ``markdown``, ``metrics(_<split>).md``."""
+        self.write_json(self.metrics_name(split), metrics)
+        if markdown is not None:
+            self.write_text(self.metrics_name(split, "md"), markdown)
+
+    # -- weights ---------------------------------------------------------------------------------
+    def save_best(self, model, info: dict) -> None:
+        """The model's weights as the best ones (``best/weights``) and their record."""
+        model.save_weights(self.best_weights)
+        self.write_json(BEST_INFO, info)
+
+    def load_best(self, model) -> None:
+        """Load the best weights into ``model`` (a model with more objects than saved is fine)."""
+        if not self.has_best_weights():
+            raise RunFileMissing(f"no best weights under {self.best_weights} "
+                                 f"(did training finish an epoch?)")
+        model.load_weights(self.best_weights).expect_partial()
+
+    # -- the directory ---------------------------------------------------------------------------
+    def create(self) -> None:
+        """Create the directory (and ``best/``)."""
+        if _is_url(self.path):
+            _gfile().makedirs(self.best_dir)
+        else:
+            os.makedirs(self.best_dir, exist_ok=True)
+
+    def remove(self) -> None:
+        """Delete the run directory and everything in it."""
+        if _is_url(self.path):
+            _gfile().rmtree(self.path)
+        else:
+            shutil.rmtree(self.path)
