@@ -16,34 +16,37 @@ four).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Union
+import importlib
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 from pipelines.sources.base import DeadLetter, RawRow, Source
 
-SOURCES = ("synthetic", "generic", "mind", "amazon_beauty")
+#: name -> ("module:Class", whether it takes a mapping). A new source is its own module (a
+#: :class:`pipelines.sources.base.Source`) plus one line here.
+REGISTRY: Dict[str, Tuple[str, bool]] = {
+    "synthetic": ("pipelines.sources.synthetic:SyntheticSource", False),
+    "generic": ("pipelines.sources.generic:GenericSource", True),
+    "mind": ("pipelines.sources.mind:MindSource", False),
+    "amazon_beauty": ("pipelines.sources.amazon_beauty:AmazonBeautySource", False),
+}
+SOURCES = tuple(REGISTRY)
 
 
 def get_source(name: str, input, mapping: Optional[Any] = None, **kw) -> Source:
-    """Build the source ``name`` reading ``input``. ``mapping`` (a JSON file or dict) is
-    required by ``generic`` and rejected by the others."""
-    if name not in SOURCES:
+    """Build the source ``name`` reading ``input`` (its module is imported now: sources are
+    optional for library users). ``mapping`` (a JSON file or dict) is required by the sources
+    that take one (``generic``) and rejected by the others."""
+    if name not in REGISTRY:
         raise ValueError(f"unknown source {name!r} (known: {', '.join(SOURCES)})")
-    if name == "generic":
-        if mapping is None:
-            raise ValueError("source 'generic' needs --mapping=FILE.json (see docs/mapping.md)")
-        from pipelines.sources.generic import GenericSource
-        return GenericSource(input, mapping, **kw)
-    if mapping is not None:
+    target, takes_mapping = REGISTRY[name]
+    if takes_mapping and mapping is None:
+        raise ValueError(f"source {name!r} needs --mapping=FILE.json (see docs/mapping.md)")
+    if not takes_mapping and mapping is not None:
         raise ValueError(f"source {name!r} has a fixed schema and takes no mapping; use "
                          "source 'generic' with a mapping for other logs")
-    if name == "synthetic":
-        from pipelines.sources.synthetic import SyntheticSource
-        return SyntheticSource(input, **kw)
-    if name == "mind":
-        from pipelines.sources.mind import MindSource
-        return MindSource(input, **kw)
-    from pipelines.sources.amazon_beauty import AmazonBeautySource
-    return AmazonBeautySource(input, **kw)
+    module, cls = target.split(":")
+    source_class = getattr(importlib.import_module(module), cls)
+    return source_class(input, mapping, **kw) if takes_mapping else source_class(input, **kw)
 
 
 def summarize(rows: Iterable[Union[RawRow, DeadLetter]]) -> Dict[str, int]:
