@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional
 
-from ctrcore.auxloss import AuxContext, AuxLossConfig, AuxLossSpec
+from ctrcore.auxloss import AuxContext, AuxLossConfig, AuxLossSpec, option
 
 
 def view_rows_problem(view_rows) -> Optional[str]:
@@ -25,31 +25,28 @@ def codebook_problem(size, top_k) -> Optional[str]:
     return None
 
 
-def _help(text: str):
-    return {"help": text}
-
 
 @dataclasses.dataclass(frozen=True)
 class ICLConfig(AuxLossConfig):
     """ICL (Eq. 2): the two-view part AQCL shares."""
     flag_prefix = "aqcl_"
 
-    weight: float = dataclasses.field(default=0.05, metadata=_help(
-        "AQCL/ICL: weight w of the auxiliary task (paper searches {0.01, 0.05, 0.1})."))
-    z_dim: int = dataclasses.field(default=64, metadata=_help(
-        "AQCL/ICL: dimension of the projection z of the latent h."))
-    tau: float = dataclasses.field(default=0.1, metadata=_help(
-        "AQCL/ICL: temperatures tau1 = tau2 = tau3 (paper: 0.1)."))
-    mask_rate: float = dataclasses.field(default=0.2, metadata=_help(
-        "AQCL/ICL augmentation: fraction of history items masked."))
-    emb_dropout: float = dataclasses.field(default=0.1, metadata=_help(
-        "AQCL/ICL augmentation: embedding dropout of the second view."))
+    weight: float = option(0.05,
+        "AQCL/ICL: weight w of the auxiliary task (paper searches {0.01, 0.05, 0.1}).")
+    z_dim: int = option(64,
+        "AQCL/ICL: dimension of the projection z of the latent h.")
+    tau: float = option(0.1,
+        "AQCL/ICL: temperatures tau1 = tau2 = tau3 (paper: 0.1).")
+    mask_rate: float = option(0.2,
+        "AQCL/ICL augmentation: fraction of history items masked.")
+    emb_dropout: float = option(0.1,
+        "AQCL/ICL augmentation: embedding dropout of the second view.")
     # a float flag (as it always was) so that a non-integer is reported by validate()
-    view_rows: Optional[float] = dataclasses.field(default=None, metadata=_help(
+    view_rows: Optional[float] = option(None,
         "AQCL/ICL: compute the second view and the contrastive term on the first N examples of "
         "each (shuffled) batch only (default: all, as in the paper); the codebook loss keeps the "
         "whole batch. Cuts the second view's cost to N/B (benchmarks/RESULTS.md section 2) and, "
-        "measured on Beauty, most of AQCL's gain (docs/method.md 2.8)."))
+        "measured on Beauty, most of AQCL's gain (docs/method.md 2.8).")
 
     def validate(self, ctx: Optional[AuxContext] = None) -> List[str]:
         errs = []
@@ -72,14 +69,14 @@ class ICLConfig(AuxLossConfig):
 class AQCLConfig(ICLConfig):
     """AQCL (Eq. 3-8): ICL's two views plus the codebook and the alpha adaptation."""
 
-    w1: float = dataclasses.field(default=1.0, metadata=_help(
-        "AQCL: w1 of alpha = R(L) = exp(-w1 * (L / L_bar)^w2) (Eq. 6)."))
-    w2: float = dataclasses.field(default=1.0, metadata=_help("AQCL: w2 of alpha = R(L) (Eq. 6)."))
-    const_alpha: Optional[float] = dataclasses.field(default=None, metadata=_help(
-        "AQCL: use this constant alpha instead of R(L) (ablation)."))
-    codebook_size: int = dataclasses.field(default=128, metadata=_help(
-        "AQCL: codebook capacity T (paper: 128)."))
-    top_k: int = dataclasses.field(default=5, metadata=_help("AQCL: K nearest codewords (paper: 5)."))
+    w1: float = option(1.0,
+        "AQCL: w1 of alpha = R(L) = exp(-w1 * (L / L_bar)^w2) (Eq. 6).")
+    w2: float = option(1.0, ("AQCL: w2 of alpha = R(L) (Eq. 6)."))
+    const_alpha: Optional[float] = option(None,
+        "AQCL: use this constant alpha instead of R(L) (ablation).")
+    codebook_size: int = option(128,
+        "AQCL: codebook capacity T (paper: 128).")
+    top_k: int = option(5, ("AQCL: K nearest codewords (paper: 5)."))
 
     def validate(self, ctx: Optional[AuxContext] = None) -> List[str]:
         errs = super().validate(ctx)

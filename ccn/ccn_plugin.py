@@ -9,7 +9,7 @@ import math
 from typing import List, Optional
 
 from ctrcore import capabilities
-from ctrcore.auxloss import AuxContext, AuxLossConfig, AuxLossSpec
+from ctrcore.auxloss import AuxContext, AuxLossConfig, AuxLossSpec, option
 
 ATTRACTION_FORMS = ("vector_cosine", "angle")
 ATTRACTION_SCALES = ("unit", "rms")
@@ -47,26 +47,23 @@ def attraction_weight_problem(p_plus: float, p_minus: float, source: str = "stat
     return ""
 
 
-def _help(text: str):
-    return {"help": text}
-
 
 @dataclasses.dataclass(frozen=True)
 class CCNConfig(AuxLossConfig):
     flag_prefix = "ccn_"
 
-    lambda_: float = dataclasses.field(default=0.1, metadata=_help(
-        "CCN: weight lambda of the contrastive terms (Eq. 12)."))
-    tau: float = dataclasses.field(default=0.5, metadata=_help(
-        "CCN: temperature tau of the repulsion loss (paper: 0.5)."))
-    xi: float = dataclasses.field(default=0.8, metadata=_help(
-        "CCN: temperature xi of the attraction loss (paper: 0.8)."))
-    attraction_form: str = dataclasses.field(default="vector_cosine", metadata=_help(
+    lambda_: float = option(0.1,
+        "CCN: weight lambda of the contrastive terms (Eq. 12).")
+    tau: float = option(0.5,
+        "CCN: temperature tau of the repulsion loss (paper: 0.5).")
+    xi: float = option(0.8,
+        "CCN: temperature xi of the attraction loss (paper: 0.8).")
+    attraction_form: str = option("vector_cosine",
         "CCN: reading of Eq. 7's cos: vector_cosine (cosine similarity of e^{s/xi} vectors) | angle "
-        "(periodic cos of the angle differences e^{s/xi}, docs/method.md 1.4)."))
-    attraction_scale: str = dataclasses.field(default="unit", metadata=_help(
+        "(periodic cos of the angle differences e^{s/xi}, docs/method.md 1.4).")
+    attraction_scale: str = option("unit",
         "CCN: exponent of Eq. 7 on the unit direction of s (unit) or on sqrt(D) times it (rms: "
-        "unit-RMS components), docs/method.md 1.4."))
+        "unit-RMS components), docs/method.md 1.4.")
     # set by the model table (the ablations of CCN Table 2), not flags
     use_attraction: bool = dataclasses.field(default=True, metadata={"flag": False})
     use_repulsion: bool = dataclasses.field(default=True, metadata={"flag": False})

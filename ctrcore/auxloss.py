@@ -61,6 +61,12 @@ class Flag:
     help: str
 
 
+def option(default: Any, help: str) -> Any:
+    """A config field that is a flag: ``option(0.1, "what it does")`` is
+    ``dataclasses.field(default=0.1, metadata={"help": "what it does"})``."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class AuxLossConfig:
     """Base of the config dataclasses (see the module docstring). Subclasses set the class

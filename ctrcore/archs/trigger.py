@@ -52,45 +52,25 @@ class TANBase(Architecture):
         return dict(x.outputs(), latent=latent, logits=logit)
 
 
-class TANNoTSI(Architecture):
-    kind = "tan_notsi"
-    trigger_aware = True
-    reads_long = True
-    has_collaborative_module = True
-
-    def __init__(self, front, hp):
-        super().__init__(front, hp)
-        self.att_target_short = _target_attention(self, "target")
-        self.search_target = _search(self, "target")
-        self.cm = _collaborative_module(self)
-        self.head = self.add(self.prediction_head())
-
-    def collaborative_degree(self, user_emb, item_emb, trigger_emb):
-        return self.cm(user_emb, item_emb, trigger_emb)
-
-    def apply(self, emb, training=False):
-        x = self.embed(emb)
-        long, long_mask = emb.items("long_")
-        s = self.cm(x.user, x.target, x.trigger)
-        parts = [x.user, x.target, x.trigger,
-                 self.att_target_short(x.target, x.short, x.short_mask, training=training),
-                 self.search_target(emb, x.target, "", long, long_mask, training=training), s]
-        latent, logit = self.head(tf.concat(parts, axis=-1), training=training)
-        return dict(x.outputs(), s_target=s, latent=latent, logits=logit)
-
-
 class TAN(Architecture):
+    """TAN: target and trigger attention over the short sequence, SIM category search over the
+    long one for each (trigger-related sequence interaction, TSI), the collaborative module.
+    ``tsi = False`` (:class:`TANNoTSI`) keeps only the target's attention and search."""
+
     kind = "tan"
     trigger_aware = True
     reads_long = True
     has_collaborative_module = True
+    tsi = True
 
     def __init__(self, front, hp):
         super().__init__(front, hp)
         self.att_target_short = _target_attention(self, "target")
-        self.att_trigger_short = _target_attention(self, "trigger")
+        if self.tsi:
+            self.att_trigger_short = _target_attention(self, "trigger")
         self.search_target = _search(self, "target")
-        self.search_trigger = _search(self, "trigger")
+        if self.tsi:
+            self.search_trigger = _search(self, "trigger")
         self.cm = _collaborative_module(self)
         self.head = self.add(self.prediction_head())
 
@@ -102,9 +82,22 @@ class TAN(Architecture):
         long, long_mask = emb.items("long_")
         s = self.cm(x.user, x.target, x.trigger)
         parts = [x.user, x.target, x.trigger,
-                 self.att_target_short(x.target, x.short, x.short_mask, training=training),
-                 self.att_trigger_short(x.trigger, x.short, x.short_mask, training=training),
-                 self.search_target(emb, x.target, "", long, long_mask, training=training),
-                 self.search_trigger(emb, x.trigger, "trigger_", long, long_mask, training=training), s]
+                 self.att_target_short(x.target, x.short, x.short_mask, training=training)]
+        if self.tsi:
+            parts.append(self.att_trigger_short(x.trigger, x.short, x.short_mask,
+                                                training=training))
+        parts.append(self.search_target(emb, x.target, "", long, long_mask, training=training))
+        if self.tsi:
+            parts.append(self.search_trigger(emb, x.trigger, "trigger_", long, long_mask,
+                                             training=training))
+        parts.append(s)
         latent, logit = self.head(tf.concat(parts, axis=-1), training=training)
         return dict(x.outputs(), s_target=s, latent=latent, logits=logit)
+
+
+class TANNoTSI(TAN):
+    """CCN's ablation without trigger-related sequence interaction (TAN without the trigger's
+    attention and search)."""
+
+    kind = "tan_notsi"
+    tsi = False
