@@ -14,8 +14,10 @@ one ``tf.train.Example`` with exactly the features of ``ctrcore.schema.build_fea
   ``short_len`` / ``long_len`` of them, padded with ``""``; ``history_length`` = number of such
   clicks (AQCL's L). One sorted click list and one moving pointer per user: O(rows log rows);
 * context: the other items of the page with their labels. When there are more than
-  ``max_context`` of them, the kept set is: all clicked context items first (a seeded sample of
-  them if they alone exceed ``max_context``), then a seeded uniform sample of the unclicked ones;
+  ``max_context`` of them, a seeded sample is kept (:func:`choose_context`): by default
+  label-stratified, the page's share of clicked items in expectation; with
+  ``context_sampling="clicked_first"`` all clicked context items first (a seeded sample of them
+  if they alone exceed ``max_context``), then a seeded uniform sample of the unclicked ones;
   the seed is ``(seed, user, page, target position)``. Kept items stay in page order, padded
   with ``""`` / label ``-1``. ``page_num_clicked`` / ``page_num_unclicked`` are the page's true
   counts (target included), whatever the cap;
@@ -81,6 +83,7 @@ class BuildConfig:
     negatives_per_positive: int = 1
     positives_only: bool = False
     split: str = "time"  # "time" | "leave_last_out"
+    context_sampling: str = "stratified"  # CONTEXT_SAMPLINGS
 
     def spec_config(self) -> SpecConfig:
         return SpecConfig(short_len=self.short_len, long_len=self.long_len,
@@ -128,11 +131,35 @@ def _without(indices: List[int], target: int) -> Sequence[int]:
     return _Without(indices, target)
 
 
+#: --context_sampling: how the context is chosen on a page with more other items than the cap
+CONTEXT_SAMPLINGS = ("stratified", "clicked_first")
+
+
+def stratified_counts(n_clicked: int, n_unclicked: int, cap: int, rng) -> Tuple[int, int]:
+    """How many clicked and unclicked context items to keep (``cap`` < the two together): the
+    page's own share of clicked items, ``cap * n_clicked / (n_clicked + n_unclicked)``, rounded
+    up with probability equal to its fraction (so the expected count is exactly the share: the
+    context's label mix is, on average, the page's), within what each label has."""
+    share = cap * n_clicked / (n_clicked + n_unclicked)
+    k = int(share)
+    if rng.random() < share - k:
+        k += 1
+    k = min(k, n_clicked, cap)
+    k = max(k, cap - n_unclicked)
+    return k, cap - k
+
+
 def choose_context(labels: Sequence[int], target: int, cap: int, rng_parts,
-                   by_label: Optional[Tuple[List[int], List[int]]] = None) -> List[int]:
-    """Indices of the context items kept for the target at index ``target`` (page order).
-    ``by_label``: :func:`split_by_label` of ``labels``, computed once per page (a page of n
-    items then costs O(cap) per target instead of O(n): a 20k-item crawler page took 53 s)."""
+                   by_label: Optional[Tuple[List[int], List[int]]] = None,
+                   sampling: str = "stratified") -> List[int]:
+    """Indices of the context items kept for the target at index ``target`` (page order): every
+    other item when they fit the cap; else a seeded sample of ``cap`` of them, drawn per label
+    (``sampling``): ``stratified`` (default) keeps the page's label mix in expectation
+    (:func:`stratified_counts`), ``clicked_first`` every clicked item first (a sample of them
+    when they alone exceed the cap), then unclicked ones: the clicked share of a large page's
+    context is then inflated (docs/method.md 1.6). ``by_label``: :func:`split_by_label` of
+    ``labels``, computed once per page (a page of n items then costs O(cap) per target
+    instead of O(n): a 20k-item crawler page took 53 s)."""
     n = len(labels)
     if n - 1 <= cap:
         return [j for j in range(n) if j != target]
@@ -140,15 +167,21 @@ def choose_context(labels: Sequence[int], target: int, cap: int, rng_parts,
     clicked = _without(all_clicked, target)
     unclicked = _without(all_unclicked, target)
     rng = stable_random(*rng_parts)
-    if len(clicked) >= cap:
-        chosen = rng.sample(clicked, cap)
+    if sampling == "stratified":
+        k_clicked, k_unclicked = stratified_counts(len(clicked), len(unclicked), cap, rng)
+        chosen = rng.sample(clicked, k_clicked) + rng.sample(unclicked, k_unclicked)
+    elif sampling == "clicked_first":
+        if len(clicked) >= cap:
+            chosen = rng.sample(clicked, cap)
+        else:
+            chosen = list(clicked) + rng.sample(unclicked, cap - len(clicked))
     else:
-        chosen = list(clicked) + rng.sample(unclicked, cap - len(clicked))
+        raise ValueError(f"context sampling {sampling!r}: one of {list(CONTEXT_SAMPLINGS)}")
     chosen.sort()
     return chosen
 
 
-def page_contexts(cols: Columns, cap: int, rng_parts: tuple
+def page_contexts(cols: Columns, cap: int, rng_parts: tuple, sampling: str = "stratified"
                   ) -> Iterator[Tuple[Subsequence, Subsequence, Subsequence, Subsequence]]:
     """Per target of the page (page order): its context columns (item, category and seller
     ids, labels) of the kept context items (:func:`choose_context`, seeded by
@@ -163,7 +196,7 @@ def page_contexts(cols: Columns, cap: int, rng_parts: tuple
         return
     by_label = split_by_label(labels)
     for i in range(n):
-        ctx = choose_context(labels, i, cap, rng_parts + (i,), by_label)
+        ctx = choose_context(labels, i, cap, rng_parts + (i,), by_label, sampling)
         yield (Subsequence(ids, picks=ctx), Subsequence(cats, picks=ctx),
                Subsequence(sels, picks=ctx), Subsequence(labels, picks=ctx))
 
@@ -394,7 +427,8 @@ class UserExampleBuilder:
         pid, _, rows = page
         page_entries = self._encode_page(
             self.page_features(user, page, cols, history_length, clicks))
-        contexts = page_contexts(cols, self.cfg.max_context, (self.cfg.seed, "ctx", user, pid))
+        contexts = page_contexts(cols, self.cfg.max_context, (self.cfg.seed, "ctx", user, pid),
+                                 self.cfg.context_sampling)
         for i, (r, ctx) in enumerate(zip(rows, contexts)):
             yield self._join(page_entries,
                              self._encode_example(self.example_features(r, i, cols, ctx,

@@ -60,7 +60,7 @@ from pipelines import filegroup
 from pipelines import stats as stats_lib
 from pipelines import transforms as T
 from pipelines.caps import DEFAULT_MAX_ROWS_PER_USER, check_max_rows
-from pipelines.examples import BuildConfig
+from pipelines.examples import CONTEXT_SAMPLINGS, BuildConfig
 from pipelines.sources.fileio import split_for_min_shards
 from pipelines.sinks import (TEXT, TFRECORD, WriteShards, delete_orphan_spills,  # noqa: F401
                              delete_stale_shards, hash_bucket)
@@ -74,6 +74,7 @@ class PreprocessConfig:
     short_len: int = 20
     long_len: int = 100
     max_context: int = 20
+    context_sampling: str = "stratified"  # pipelines.examples.CONTEXT_SAMPLINGS
     min_freq: int = 1
     negatives_per_positive: int = 1
     seed: int = 0
@@ -102,6 +103,9 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
     for name in ("short_len", "long_len", "max_context", "min_freq"):
         if getattr(cfg, name) < (0 if name == "min_freq" else 1):
             raise ValueError(f"--{name}={getattr(cfg, name)} must be positive")
+    if cfg.context_sampling not in CONTEXT_SAMPLINGS:
+        raise ValueError(f"--context_sampling={cfg.context_sampling!r}: one of "
+                         f"{list(CONTEXT_SAMPLINGS)}")
     if cfg.negatives_per_positive < 0:
         raise ValueError("--negatives_per_positive must be >= 0")
     if cfg.shuffle_buckets < 0:
@@ -117,7 +121,7 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
         if not getattr(cfg, name) > 0:
             raise ValueError(f"--{name}={getattr(cfg, name)} must be > 0")
     return BuildConfig(short_len=cfg.short_len, long_len=cfg.long_len,
-                       max_context=cfg.max_context,
+                       max_context=cfg.max_context, context_sampling=cfg.context_sampling,
                        user_profile=tuple(getattr(source, "user_profile", ()) or ()),
                        seed=cfg.seed, negatives_per_positive=cfg.negatives_per_positive,
                        positives_only=bool(getattr(source, "positives_only", False)), split=split)
@@ -518,6 +522,11 @@ def _define_flags():
     flags.DEFINE_integer("short_len", 20, "short behaviour sequence length", **d)
     flags.DEFINE_integer("long_len", 100, "long behaviour sequence length", **d)
     flags.DEFINE_integer("max_context", 20, "max in-page context items per example", **d)
+    flags.DEFINE_enum("context_sampling", "stratified", list(CONTEXT_SAMPLINGS), "which context "
+                      "items a page with more than --max_context others keeps (seeded): "
+                      "'stratified' = the page's own share of clicked items in expectation "
+                      "(CCN's S+ / S- as the page has them), 'clicked_first' = every clicked "
+                      "item first (the choice before this flag; inflates the clicked share)", **d)
     flags.DEFINE_integer("min_freq", 1, "vocabulary min frequency (train split)", **d)
     flags.DEFINE_integer("negatives_per_positive", 1, "sampled negatives (positives-only sources)", **d)
     flags.DEFINE_integer("seed", 0, "seed of every random choice of the job", **d)
@@ -578,7 +587,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     source = get_source(FLAGS.source, FLAGS.input, mapping=mapping)
     cfg = PreprocessConfig(
         output_dir=FLAGS.output_dir, short_len=FLAGS.short_len, long_len=FLAGS.long_len,
-        max_context=FLAGS.max_context, min_freq=FLAGS.min_freq,
+        max_context=FLAGS.max_context, context_sampling=FLAGS.context_sampling,
+        min_freq=FLAGS.min_freq,
         negatives_per_positive=FLAGS.negatives_per_positive, seed=FLAGS.seed,
         valid_fraction=FLAGS.valid_fraction, test_fraction=FLAGS.test_fraction,
         num_shards=FLAGS.num_shards, shuffle_buckets=FLAGS.shuffle_buckets,

@@ -113,14 +113,16 @@ def test_exact_examples_context_cap(hand):
         assert e["history_length"] == [0] and e["short_item_ids"] == ["", ""]
         assert (e["page_num_clicked"], e["page_num_unclicked"]) == ([2], [3])  # true counts
         assert item not in e["context_item_ids"]
-    # clicked context first, then a seeded sample of the unclicked, kept in page order
-    assert exs[("p5", "a")]["context_item_ids"][0] == "b"
-    assert exs[("p5", "a")]["context_item_ids"][1] in "cde"
-    assert exs[("p5", "a")]["context_labels"] == [1, 0]
-    assert exs[("p5", "b")]["context_item_ids"][0] == "a"
-    for item in "cde":
-        assert exs[("p5", item)]["context_item_ids"] == ["a", "b"]
-        assert exs[("p5", item)]["context_labels"] == [1, 1]
+    # label-stratified seeded sample (--context_sampling default), kept in page order: an
+    # unclicked target sees 2 clicked and 2 unclicked others, cap 2 -> exactly one of each; a
+    # clicked target sees 1 clicked of 4 others -> 0 or 1 clicked (share 0.5)
+    labels = {"a": 1, "b": 1, "c": 0, "d": 0, "e": 0}
+    for item in "abcde":
+        ctx = exs[("p5", item)]["context_item_ids"]
+        assert len(ctx) == 2 and ctx == sorted(ctx)
+        assert exs[("p5", item)]["context_labels"] == [labels[x] for x in ctx]
+        n_clicked = sum(labels[x] for x in ctx)
+        assert n_clicked == 1 if labels[item] == 0 else n_clicked in (0, 1), (item, ctx)
     # empty sides come from the item table (the item's category/seller as seen in the log)
     assert exs[("p5", "d")]["category_id"] == ["c3"] and exs[("p5", "d")]["seller_id"] == ["s1"]
 

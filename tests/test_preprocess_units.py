@@ -34,12 +34,54 @@ def test_encoder_matches_tf_example():
 
 def test_choose_context():
     labels = [1, 0, 1, 0, 0, 0]
-    assert choose_context(labels, 0, 10, ("s",)) == [1, 2, 3, 4, 5]
-    got = choose_context(labels, 1, 3, ("s", 1))
-    assert got[:2] == [0, 2] and len(got) == 3 and got == sorted(got) and 1 not in got
-    assert got == choose_context(labels, 1, 3, ("s", 1))  # seeded
-    many = [1] * 8
-    assert len(choose_context(many, 0, 3, ("s",))) == 3
+    for mode in ("stratified", "clicked_first"):
+        assert choose_context(labels, 0, 10, ("s",), sampling=mode) == [1, 2, 3, 4, 5]
+        got = choose_context(labels, 1, 3, ("s", 1), sampling=mode)
+        assert len(got) == 3 and got == sorted(got) and 1 not in got
+        assert got == choose_context(labels, 1, 3, ("s", 1), sampling=mode)  # seeded
+        assert len(choose_context([1] * 8, 0, 3, ("s",), sampling=mode)) == 3
+        assert len(choose_context([0] * 8, 0, 3, ("s",), sampling=mode)) == 3
+    # clicked first: both clicked items, then one unclicked
+    assert choose_context(labels, 1, 3, ("s", 1), sampling="clicked_first")[:2] == [0, 2]
+    with pytest.raises(ValueError, match="context sampling"):
+        choose_context(labels, 1, 3, ("s",), sampling="first")
+
+
+def test_stratified_context_keeps_the_page_label_mix():
+    """A 101-item page, 10 clicked: over many targets and seeds the stratified context of 20
+    holds 20 * 10/100 = 2 clicked items on average (clicked-first: all 10, 5x the page's
+    share); every draw is within one of the share, and within what each label has."""
+    from collections import Counter
+
+    labels = [1] * 10 + [0] * 91
+    strat, first = Counter(), Counter()
+    n = 0
+    for seed in range(40):
+        for t in range(10, 101, 9):  # unclicked targets: 10 clicked others out of 100
+            ctx = choose_context(labels, t, 20, ("s", seed, t))
+            k = sum(labels[j] for j in ctx)
+            strat[k] += 1
+            first[sum(labels[j] for j in choose_context(labels, t, 20, ("s", seed, t),
+                                                        sampling="clicked_first"))] += 1
+            assert len(ctx) == 20 and t not in ctx
+            n += 1
+    mean = sum(k * c for k, c in strat.items()) / n
+    assert abs(mean - 2.0) < 0.15, strat
+    assert set(strat) <= {2}  # 20 * 10/100 = 2 exactly: no rounding left
+    assert set(first) == {10}
+    from pipelines.examples import stratified_counts
+
+    rng = random.Random(0)
+    draws = [stratified_counts(3, 97, 20, rng)[0] for _ in range(4000)]  # share 0.6
+    assert set(draws) <= {0, 1} and abs(sum(draws) / len(draws) - 0.6) < 0.03
+    for _ in range(500):  # within what each label has, the share rounded down or up
+        c, u = rng.randint(0, 60), rng.randint(0, 60)
+        cap = rng.randint(1, max(1, c + u - 1))
+        if c + u <= cap:
+            continue
+        kc, ku = stratified_counts(c, u, cap, rng)
+        share = cap * c / (c + u)
+        assert kc + ku == cap and 0 <= kc <= c and 0 <= ku <= u and int(share) <= kc <= share + 1
 
 
 def test_sample_negatives_excludes_and_is_seeded():
