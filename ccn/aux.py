@@ -52,6 +52,8 @@ class CCNLoss(AuxLoss):
         periodic cosine of angle differences ("angle"); attraction_scale: the exponent's
         unit direction as is ("unit") or times sqrt(D) ("rms"); see
         :func:`ccn.losses.attraction_loss_per_example`.
+      reduction: each term's mean over the examples having its set ("valid") or over the batch
+        ("batch", Eq. 12's 1/|D|), :func:`ccn.losses.masked_mean`.
       similarity, weighting, stop_gradient_weights, normalize: the reading of the paper, see
         :mod:`ccn.losses` and docs/method.md.
     """
@@ -59,7 +61,7 @@ class CCNLoss(AuxLoss):
     def __init__(self, stats=None, lambda_=0.1, tau=0.5, xi=0.8, use_attraction=True,
                  use_repulsion=True, similarity="cosine", weighting="similarity",
                  stop_gradient_weights=False, normalize=True, attraction_form="vector_cosine",
-                 attraction_scale="unit", name="ccn", **kwargs):
+                 attraction_scale="unit", reduction="valid", name="ccn", **kwargs):
         super().__init__(name=name, **kwargs)
         self.p_plus, self.p_minus = p_from_stats(stats)
         if use_attraction:  # the weight P_S-/P_S+ multiplies L_S+ only
@@ -76,6 +78,9 @@ class CCNLoss(AuxLoss):
         if problems:
             raise ValueError("; ".join(problems))
         self.attraction_form, self.attraction_scale = attraction_form, attraction_scale
+        if reduction not in closs.REDUCTIONS:
+            raise ValueError(f"reduction {reduction!r}: one of {list(closs.REDUCTIONS)}")
+        self.reduction = reduction
 
     @property
     def attraction_weight(self) -> float:
@@ -107,14 +112,16 @@ class CCNLoss(AuxLoss):
         if self.use_repulsion:
             l_minus = closs.repulsion_loss(s_target, s_ctx, ctx_labels, labels, self.tau,
                                            similarity=self.similarity,
-                                           stop_gradient_weights=self.stop_gradient_weights)
+                                           stop_gradient_weights=self.stop_gradient_weights,
+                                           reduction=self.reduction)
             terms["ccn_repulsion"] = self.lambda_ * l_minus
         if self.use_attraction:
             l_plus = closs.attraction_loss(s_target, s_ctx, ctx_labels, labels, self.xi,
                                            similarity=self.similarity, weighting=self.weighting,
                                            stop_gradient_weights=self.stop_gradient_weights,
                                            normalize=self.normalize, form=self.attraction_form,
-                                           exponent_scale=self.attraction_scale)
+                                           exponent_scale=self.attraction_scale,
+                                           reduction=self.reduction)
             terms["ccn_attraction"] = self.lambda_ * self.attraction_weight * l_plus
         return terms
 
@@ -125,5 +132,5 @@ class CCNLoss(AuxLoss):
                    similarity=self.similarity, weighting=self.weighting,
                    stop_gradient_weights=self.stop_gradient_weights, normalize=self.normalize,
                    attraction_form=self.attraction_form, attraction_scale=self.attraction_scale,
-                   stats={"p_s_plus": self.p_plus, "p_s_minus": self.p_minus})
+                   reduction=self.reduction, stats={"p_s_plus": self.p_plus, "p_s_minus": self.p_minus})
         return cfg

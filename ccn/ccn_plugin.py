@@ -64,6 +64,9 @@ class CCNConfig(AuxLossConfig):
     attraction_scale: str = option("unit",
         "CCN: exponent of Eq. 7 on the unit direction of s (unit) or on sqrt(D) times it (rms: "
         "unit-RMS components), docs/method.md 1.4.")
+    reduction: str = option("valid",
+        "CCN: each term's mean over the examples whose S- / S+ is non-empty (valid) or over "
+        "the batch as Eq. 12 writes it (batch), docs/method.md 1.2.")
     # set by the model table (the ablations of CCN Table 2), not flags
     use_attraction: bool = dataclasses.field(default=True, metadata={"flag": False})
     use_repulsion: bool = dataclasses.field(default=True, metadata={"flag": False})
@@ -73,6 +76,8 @@ class CCNConfig(AuxLossConfig):
         if self.lambda_ < 0 or self.tau <= 0 or self.xi <= 0:
             errs.append("--ccn_lambda must be >= 0 and --ccn_tau, --ccn_xi > 0")
         errs += attraction_problems(self.attraction_form, self.attraction_scale, "--ccn_")
+        if self.reduction not in ("valid", "batch"):
+            errs.append(f"--ccn_reduction={self.reduction!r}: choose valid or batch")
         if ctx is not None and ctx.spec is not None:
             ctx_ids = ctx.spec.features.get("context_item_ids")
             lab = ctx.spec.features.get("context_labels")
@@ -96,7 +101,8 @@ def build(cfg: CCNConfig, ctx: AuxContext):
 
     return CCNLoss(ctx.stats, lambda_=cfg.lambda_, tau=cfg.tau, xi=cfg.xi,
                    use_attraction=cfg.use_attraction, use_repulsion=cfg.use_repulsion,
-                   attraction_form=cfg.attraction_form, attraction_scale=cfg.attraction_scale)
+                   attraction_form=cfg.attraction_form, attraction_scale=cfg.attraction_scale,
+                   reduction=cfg.reduction)
 
 
 SPEC = AuxLossSpec("ccn", CCNConfig, build, requires=(capabilities.COLLABORATIVE_MODULE,), title="CCN",

@@ -46,8 +46,15 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def masked_mean(values, valid):
-    """Mean of ``values`` [B] over the examples where ``valid`` [B] is true; 0 if none.
+#: how a per-example CCN term becomes the batch's: "valid" = mean over the examples whose set
+#: (S- or S+) is non-empty; "batch" = sum over those / B, Eq. 12's 1/|D| (docs/method.md 1.2)
+REDUCTIONS = ("valid", "batch")
+
+
+def masked_mean(values, valid, reduction="valid"):
+    """``values`` [B] summed where ``valid`` [B] is true, over the number of valid examples
+    (``reduction="valid"``; 0 if none) or over B (``"batch"``, Eq. 12's mean over the data:
+    examples without the set count as 0).
 
     The masked-out values are replaced by 0 with ``tf.where`` (both branches are finite in every
     caller), so no NaN can leak into the gradient.
@@ -55,7 +62,12 @@ def masked_mean(values, valid):
     values = tf.cast(values, tf.float32)
     valid = tf.cast(valid, tf.bool)
     num = tf.reduce_sum(tf.where(valid, values, tf.zeros_like(values)))
-    den = tf.reduce_sum(tf.cast(valid, tf.float32))
+    if reduction == "batch":
+        den = tf.cast(tf.size(valid), tf.float32)
+    elif reduction == "valid":
+        den = tf.reduce_sum(tf.cast(valid, tf.float32))
+    else:
+        raise ValueError(f"reduction {reduction!r}: one of {list(REDUCTIONS)}")
     return num / tf.maximum(den, 1.0)
 
 
@@ -158,15 +170,16 @@ def repulsion_loss_per_example(s_target, s_context, context_labels, target_label
 
 
 def repulsion_loss(s_target, s_context, context_labels, target_label, tau=0.5,
-                   similarity="cosine", stop_gradient_weights=False):
-    """CCN repulsion loss L_{S-} (Eq. 5-6), mean over examples with a non-empty S-.
+                   similarity="cosine", stop_gradient_weights=False, reduction="valid"):
+    """CCN repulsion loss L_{S-} (Eq. 5-6), mean over examples with a non-empty S-
+    (``reduction="valid"``) or over the batch (``"batch"``, Eq. 12; :func:`masked_mean`).
 
     See :func:`repulsion_loss_per_example` for the arguments. Returns a float32 scalar
     (0 if no example of the batch has a negative context item).
     """
     loss, valid = repulsion_loss_per_example(s_target, s_context, context_labels, target_label,
                                              tau, similarity, stop_gradient_weights)
-    return masked_mean(loss, valid)
+    return masked_mean(loss, valid, reduction)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,8 +283,10 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
 
 def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
                     similarity="cosine", weighting="similarity", stop_gradient_weights=False,
-                    normalize=True, form="vector_cosine", exponent_scale="unit"):
-    """CCN attraction loss L_{S+} (Eq. 7-8), mean over examples with a non-empty S+.
+                    normalize=True, form="vector_cosine", exponent_scale="unit",
+                    reduction="valid"):
+    """CCN attraction loss L_{S+} (Eq. 7-8), mean over examples with a non-empty S+
+    (``reduction="valid"``) or over the batch (``"batch"``, Eq. 12; :func:`masked_mean`).
 
     See :func:`attraction_loss_per_example`. Returns a float32 scalar (0 if no example of the
     batch has a positive context item).
@@ -279,7 +294,7 @@ def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
     loss, valid = attraction_loss_per_example(s_target, s_context, context_labels, target_label,
                                               xi, similarity, weighting, stop_gradient_weights,
                                               normalize, form=form, exponent_scale=exponent_scale)
-    return masked_mean(loss, valid)
+    return masked_mean(loss, valid, reduction)
 
 
 # ---------------------------------------------------------------------------------------------

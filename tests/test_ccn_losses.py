@@ -390,3 +390,34 @@ def test_attraction_rms_scale_is_the_unit_reading_on_sqrt_d_directions(form):
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match="exponent_scale"):
         L.attraction_loss(S_T, S_C, CTX, Y, XI, exponent_scale="bogus")
+
+
+# ------------------------------------------------------------------ Eq. 12's batch mean
+def test_batch_reduction_is_eq12_mean_over_the_batch():
+    """``reduction="batch"``: each term is summed over the examples having its set and divided
+    by B (Eq. 12's 1/|D|), against the NumPy loops; "valid" divides by the examples having it.
+    Ex 1 has no S- and ex 2 no S+ in the hand-made batch."""
+    ref_r, valid_r = ref_repulsion(S_T, S_C, CTX, Y, TAU, per_example=True)
+    ref_a, valid_a = ref_attraction(S_T, S_C, CTX, Y, XI, per_example=True)
+    B = len(Y)
+    for fn, ref, valid, kw in ((L.repulsion_loss, ref_r, valid_r, dict(tau=TAU)),
+                               (L.attraction_loss, ref_a, valid_a, dict(xi=XI))):
+        assert 0 < valid.sum() < B  # the two means differ on this batch
+        batch = fn(S_T, S_C, CTX, Y, reduction="batch", **kw).numpy()
+        per_valid = fn(S_T, S_C, CTX, Y, reduction="valid", **kw).numpy()
+        np.testing.assert_allclose(batch, ref[valid].sum() / B, rtol=1e-5)
+        np.testing.assert_allclose(per_valid, ref[valid].sum() / valid.sum(), rtol=1e-5)
+        # padding: appended padded context slots change neither mean
+        pad_c = np.concatenate([S_C, np.ones_like(S_C[:, :2])], axis=1)
+        pad_ctx = np.concatenate([CTX, -np.ones_like(CTX[:, :2])], axis=1)
+        np.testing.assert_allclose(fn(S_T, pad_c, pad_ctx, Y, reduction="batch", **kw).numpy(),
+                                   batch, rtol=1e-5)
+        # gradients: finite, and zero for an example without the set
+        st = tf.Variable(S_T)
+        with tf.GradientTape() as tape:
+            loss = fn(st, S_C, CTX, Y, reduction="batch", **kw)
+        g = tape.gradient(loss, st).numpy()
+        assert np.isfinite(g).all() and np.abs(g[valid]).sum() > 0
+        np.testing.assert_array_equal(g[~valid], 0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        L.repulsion_loss(S_T, S_C, CTX, Y, reduction="mean")
