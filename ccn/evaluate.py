@@ -16,15 +16,14 @@ run key, seed, split, n, data_dir, data digest, best epoch and, with ``--base_ru
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import time
 from typing import Any, Dict, Optional
 
 from absl import app, flags
 
 from ccn import models
+from ccn.cli import checked_call
 from ctrcore import metrics as metrics_lib
 from ctrcore.config import ConfigError, TrainConfig, check_data_dir
 from ctrcore.rundir import RunDir
@@ -174,18 +173,12 @@ def _define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    if not FLAGS.model_dir:
-        print("ccn.evaluate: --model_dir is required", file=sys.stderr)
-        sys.exit(2)
-    try:
-        res = evaluate_run(FLAGS.model_dir, split=FLAGS.split, data_dir=FLAGS.data_dir or None,
-                           base_run=FLAGS.base_run or None,
-                           batch_size=FLAGS.batch_size or None)
-    except (FileNotFoundError, ConfigError) as e:
-        print(f"ccn.evaluate: {e}", file=sys.stderr)
-        sys.exit(2)
+    res = checked_call(
+        "ccn.evaluate", argv, {"model_dir": FLAGS.model_dir},
+        lambda: evaluate_run(FLAGS.model_dir, split=FLAGS.split, data_dir=FLAGS.data_dir or None,
+                             base_run=FLAGS.base_run or None,
+                             batch_size=FLAGS.batch_size or None),
+        (FileNotFoundError, ConfigError))
     print(metrics_markdown(metrics_lib.to_jsonable(res)))
 
 

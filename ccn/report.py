@@ -30,7 +30,6 @@ import dataclasses
 import glob
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -39,6 +38,7 @@ from absl import app, flags
 from aqcl import tables as aqcl_tables
 from ccn import models
 from ccn import tables as ccn_tables
+from ccn.cli import checked_call
 from ctrcore import metrics as metrics_lib
 from ctrcore import reporting
 from ctrcore.rundir import RunDir
@@ -197,17 +197,11 @@ def _define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    if not FLAGS.runs_glob:
-        print("ccn.report: --runs_glob is required", file=sys.stderr)
-        sys.exit(2)
-    try:
-        md, data = build_report(FLAGS.runs_glob, FLAGS.layout, FLAGS.base, FLAGS.split, FLAGS.title,
-                                FLAGS.group_by)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"ccn.report: {e}", file=sys.stderr)
-        sys.exit(2)
+    md, data = checked_call(
+        "ccn.report", argv, {"runs_glob": FLAGS.runs_glob},
+        lambda: build_report(FLAGS.runs_glob, FLAGS.layout, FLAGS.base, FLAGS.split, FLAGS.title,
+                             FLAGS.group_by),
+        (FileNotFoundError, ValueError))
     if FLAGS.output:
         os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
         with open(FLAGS.output, "w") as fh:

@@ -217,6 +217,26 @@ def _range_slice(picks: range, n: int) -> slice:
     return slice(picks.start, stop if stop >= 0 else None, picks.step)
 
 
+def _base_encoding(memo: list, base: tuple, encode_all: Callable[[tuple], Any]):
+    """The encoding of a :class:`Subsequence`'s ``base`` by ``encode_all``, kept in the
+    one-cell ``memo`` ``[(base, encoding)]`` of an encoder and redone when another base comes
+    (a tuple cannot change, so identity is enough)."""
+    cell = memo[0]
+    if cell[0] is not base:
+        cell = memo[0] = (base, encode_all(base))
+    return cell[1]
+
+
+def _view_encoding(values: "Subsequence", length: int, what: str, memo: list,
+                   encode_all: Callable[[tuple], Any]):
+    """``(n, encoding of the base, picks)`` of a :class:`Subsequence` value of a list feature
+    of ``length`` values (a longer one raises, see :func:`_check_list`)."""
+    n = values.n
+    if n > length:
+        _check_list(values, length, what)
+    return n, _base_encoding(memo, values.base, encode_all), values.picks
+
+
 def _string_list(key: bytes, length: int, pad) -> Callable[[Sequence[str]], bytes]:
     """Encoder of a string list feature's map entry (hot path: everything inlined)."""
     pads = [bytes_value(pad) * k for k in range(length + 1)]
@@ -224,16 +244,12 @@ def _string_list(key: bytes, length: int, pad) -> Callable[[Sequence[str]], byte
     key_tag = key + b"\x12"
     memo = [((), [])]  # (base, its encoded values) of the last Subsequence: one atomic cell
 
+    def encode_all(base: tuple) -> list:
+        return list(map(get, base))
+
     def enc(values: Sequence[str]) -> bytes:
         if values.__class__ is Subsequence:
-            n = values.n
-            if n > length:
-                _check_list(values, length, "strings")
-            base_enc = memo[0]
-            if base_enc[0] is not values.base:
-                base_enc = (values.base, list(map(get, values.base)))
-                memo[0] = base_enc
-            encoded, picks = base_enc[1], values.picks
+            n, encoded, picks = _view_encoding(values, length, "strings", memo, encode_all)
             if picks is None:
                 k = values.skip
                 inner = join(encoded[:k]) + join(encoded[k + 1:])
@@ -287,14 +303,7 @@ def _int64_list(key: bytes, length: int, pad) -> Callable[[Sequence[int]], bytes
 
     def enc(values: Sequence[int]) -> bytes:
         if values.__class__ is Subsequence:
-            n = values.n
-            if n > length:
-                _check_list(values, length, "ints")
-            base_enc = memo[0]
-            if base_enc[0] is not values.base:
-                base_enc = (values.base, _each_varint(values.base))
-                memo[0] = base_enc
-            each, picks = base_enc[1], values.picks
+            n, each, picks = _view_encoding(values, length, "ints", memo, _each_varint)
             one_byte = each.__class__ is bytes
             if picks is None:
                 k = values.skip
