@@ -33,7 +33,7 @@ import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from ctrcore import capabilities
-from ctrcore.config import ConfigError
+from ctrcore.config import ConfigError, option  # noqa: F401  (re-exported: the plug-ins use it)
 
 __all__ = ["AuxContext", "AuxLossConfig", "AuxLossSpec", "Flag", "register", "unregister", "get",
            "names", "flags", "default_params", "make_config", "validate", "build"]
@@ -59,12 +59,6 @@ class Flag:
     kind: str
     default: Any
     help: str
-
-
-def option(default: Any, help: str) -> Any:
-    """A config field that is a flag: ``option(0.1, "what it does")`` is
-    ``dataclasses.field(default=0.1, metadata={"help": "what it does"})``."""
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,10 @@ class ConfigError(ValueError):
     """An inconsistent or invalid configuration (raised before any work is done)."""
 
 
-def _f(default, help: str, **kw):
+def option(default, help: str, **kw):
+    """A config field that is a flag: its default and help text (``metadata["help"]``); a list
+    or dict default is copied for each instance. Used by :class:`TrainConfig` and by every
+    auxiliary loss's config (:mod:`ctrcore.auxloss`)."""
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d),
                                  metadata={"help": help, **kw})
@@ -34,66 +37,66 @@ def _f(default, help: str, **kw):
 @dataclasses.dataclass
 class TrainConfig:
     # -- data / run ---------------------------------------------------------------------------
-    data_dir: str = _f("", "Preprocessed data: {train,valid,test}-*.tfrecord.gz, feature_spec.json, "
+    data_dir: str = option("", "Preprocessed data: {train,valid,test}-*.tfrecord.gz, feature_spec.json, "
                            "vocab/, stats.json (output of pipelines.preprocess).")
-    model_dir: str = _f("", "Run directory: backup/ (resume), best/ (best weights by val AUC), tb/, "
+    model_dir: str = option("", "Run directory: backup/ (resume), best/ (best weights by val AUC), tb/, "
                             "train_config.json, history.json, metrics.json/.md.")
-    model: str = _f("ccn", "Model name (see ccn.models.MODELS).")
-    aux_losses: List[str] = _f([], "Extra auxiliary losses added to the model's own (names "
+    model: str = option("ccn", "Model name (see ccn.models.MODELS).")
+    aux_losses: List[str] = option([], "Extra auxiliary losses added to the model's own (names "
                                    "registered with ctrcore.auxloss).")
-    train_split: str = _f("train", "Split to train on.")
-    valid_split: str = _f("valid", "Split used for val AUC (best checkpoint, early stopping).")
-    eval_split: str = _f("test", "Split evaluated at the end of training (metrics.json).")
+    train_split: str = option("train", "Split to train on.")
+    valid_split: str = option("valid", "Split used for val AUC (best checkpoint, early stopping).")
+    eval_split: str = option("test", "Split evaluated at the end of training (metrics.json).")
     # -- schedule -----------------------------------------------------------------------------
-    epochs: int = _f(3, "Number of epochs (an epoch is one pass over the training split unless "
+    epochs: int = option(3, "Number of epochs (an epoch is one pass over the training split unless "
                         "--steps_per_epoch is set).")
-    steps_per_epoch: int = _f(0, "Steps per epoch; 0 = one pass over the training split "
+    steps_per_epoch: int = option(0, "Steps per epoch; 0 = one pass over the training split "
                                  "(stats.json examples[train] / batch_size).")
-    train_steps: Optional[int] = _f(None, "Cap on the total number of training steps (smoke runs); "
+    train_steps: Optional[int] = option(None, "Cap on the total number of training steps (smoke runs); "
                                           "must be > 0 when set.")
-    batch_size: int = _f(1024, "Training batch size (CCN paper: 1024).")
-    eval_batch_size: int = _f(4096, "Batch size for validation / evaluation.")
-    shuffle_buffer: int = _f(10000, "Record shuffle buffer of the training input.")
+    batch_size: int = option(1024, "Training batch size (CCN paper: 1024).")
+    eval_batch_size: int = option(4096, "Batch size for validation / evaluation.")
+    shuffle_buffer: int = option(10000, "Record shuffle buffer of the training input.")
     # -- optimisation -------------------------------------------------------------------------
-    optimizer: str = _f("adagrad", "adagrad (CCN paper) | adam | composite (Adagrad for embedding "
+    optimizer: str = option("adagrad", "adagrad (CCN paper) | adam | composite (Adagrad for embedding "
                                    "tables + Adam for the dense layers, tfrs CompositeOptimizer).")
-    learning_rate: float = _f(0.001, "Initial learning rate (CCN paper: AdaGrad, 0.001, decayed).")
-    dense_learning_rate: float = _f(0.001, "Adam learning rate of the dense layers with "
+    learning_rate: float = option(0.001, "Initial learning rate (CCN paper: AdaGrad, 0.001, decayed).")
+    dense_learning_rate: float = option(0.001, "Adam learning rate of the dense layers with "
                                            "--optimizer=composite.")
-    lr_decay_steps: int = _f(10000, "InverseTimeDecay: lr(t) = lr / (1 + lr_decay_rate * t / "
+    lr_decay_steps: int = option(10000, "InverseTimeDecay: lr(t) = lr / (1 + lr_decay_rate * t / "
                                     "lr_decay_steps); 0 disables the decay.")
-    lr_decay_rate: float = _f(0.5, "InverseTimeDecay rate (see --lr_decay_steps).")
-    adagrad_initial_accumulator: float = _f(0.1, "Adagrad initial accumulator value.")
-    clipnorm: float = _f(0.0, "Gradient clipping by global norm (0 = off; not with composite).")
+    lr_decay_rate: float = option(0.5, "InverseTimeDecay rate (see --lr_decay_steps).")
+    adagrad_initial_accumulator: float = option(0.1, "Adagrad initial accumulator value.")
+    clipnorm: float = option(0.0, "Gradient clipping by global norm (0 = off; not with composite).")
     # -- backbone -----------------------------------------------------------------------------
-    emb_dim: int = _f(16, "Embedding dimension of every id feature.")
-    mlp_units: List[int] = _f([200, 80], "Hidden units of the prediction MLP.")
-    dropout: float = _f(0.2, "Dropout rate of the MLP (AQCL paper: 0.2).")
-    num_heads: int = _f(4, "Heads of the multi-head target attention (CCN paper: 4).")
-    l2_emb: float = _f(0.0, "L2 weight on the looked-up embedding rows (AQCL searches 1e-5..1e-1).")
-    l2_dense: float = _f(0.0, "L2 weight on the MLP kernels.")
-    cm_dim: int = _f(16, "Dimension of the collaborative degree s (CCN Eq. 4; 1 = scalar).")
-    cm_units: List[int] = _f([64], "Hidden units of the collaborative module's MLP (CCN Eq. 4).")
-    batch_norm: bool = _f(False, "Batch normalisation after each hidden layer of the prediction MLP(s).")
-    din_units: List[int] = _f([80, 40], "Hidden units of the DIN attention MLP (din; dihn's two DIN "
+    emb_dim: int = option(16, "Embedding dimension of every id feature.")
+    mlp_units: List[int] = option([200, 80], "Hidden units of the prediction MLP.")
+    dropout: float = option(0.2, "Dropout rate of the MLP (AQCL paper: 0.2).")
+    num_heads: int = option(4, "Heads of the multi-head target attention (CCN paper: 4).")
+    l2_emb: float = option(0.0, "L2 weight on the looked-up embedding rows (AQCL searches 1e-5..1e-1).")
+    l2_dense: float = option(0.0, "L2 weight on the MLP kernels.")
+    cm_dim: int = option(16, "Dimension of the collaborative degree s (CCN Eq. 4; 1 = scalar).")
+    cm_units: List[int] = option([64], "Hidden units of the collaborative module's MLP (CCN Eq. 4).")
+    batch_norm: bool = option(False, "Batch normalisation after each hidden layer of the prediction MLP(s).")
+    din_units: List[int] = option([80, 40], "Hidden units of the DIN attention MLP (din; dihn's two DIN "
                                         "attentions).")
-    din_softmax: bool = _f(False, "Normalise the DIN attention weights with a softmax (DIN itself: "
+    din_softmax: bool = option(False, "Normalise the DIN attention weights with a softmax (DIN itself: "
                                   "unnormalised, a weighted sum).")
-    wide_buckets: int = _f(1 << 16, "Hash buckets of each Wide&Deep category cross.")
-    use_trigger: bool = _f(False, "wide_deep / deepfm only: add the trigger's ids (and, for W&D, the "
+    wide_buckets: int = option(1 << 16, "Hash buckets of each Wide&Deep category cross.")
+    use_trigger: bool = option(False, "wide_deep / deepfm only: add the trigger's ids (and, for W&D, the "
                                   "target x trigger category cross); the other backbones ignore it.")
-    activation: str = _f("relu", "Activation of the hidden layers of the MLPs (a Keras name).")
-    intent_units: List[int] = _f([64], "Hidden units of the intent MLP of dihn / dian.")
+    activation: str = option("relu", "Activation of the hidden layers of the MLPs (a Keras name).")
+    intent_units: List[int] = option([64], "Hidden units of the intent MLP of dihn / dian.")
     # -- reproducibility / performance --------------------------------------------------------
-    seed: int = _f(0, "Seed of weights init, dropout, shuffling (tf_keras.utils.set_random_seed).")
-    deterministic: bool = _f(False, "Deterministic input order (sequential shards, no parallel "
+    seed: int = option(0, "Seed of weights init, dropout, shuffling (tf_keras.utils.set_random_seed).")
+    deterministic: bool = option(False, "Deterministic input order (sequential shards, no parallel "
                                     "non-determinism) and tf op determinism (slower).")
-    distribution: str = _f("none", "none | mirrored (all local GPUs) | multi_worker_mirrored "
+    distribution: str = option("none", "none | mirrored (all local GPUs) | multi_worker_mirrored "
                                    "(TF_CONFIG) | parameter_server (TF_CONFIG).")
-    jit_compile: bool = _f(False, "XLA-compile the train step.")
-    mixed_precision: str = _f("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
-    steps_per_execution: int = _f(1, "Train steps run per tf.function call.")
-    train_input: str = _f("auto", "How the training split is fed: stream (read GZIP records, shuffle "
+    jit_compile: bool = option(False, "XLA-compile the train step.")
+    mixed_precision: str = option("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
+    steps_per_execution: int = option(1, "Train steps run per tf.function call.")
+    train_input: str = option("auto", "How the training split is fed: stream (read GZIP records, shuffle "
                                   "buffer, parse after batching, every epoch) | cache (stream, but "
                                   "keep the serialized records in memory from epoch 2: no reading "
                                   "or GZIP; RAM ~ the uncompressed split) | memory (parse and look "
@@ -104,25 +107,25 @@ class TrainConfig:
                                   "--in_memory_max_mb and a quarter of the available RAM, the "
                                   "lookups run in the input and the strategy is none/mirrored; "
                                   "else stream). The log says what was chosen and why.")
-    in_memory_max_mb: int = _f(2048, "--train_input=auto holds the training split in memory up to "
+    in_memory_max_mb: int = option(2048, "--train_input=auto holds the training split in memory up to "
                                      "this many MiB of parsed columns (0: auto always streams).")
-    lookup_in_input: bool = _f(True, "Run the string -> id lookups of the training batches in the "
+    lookup_in_input: bool = option(True, "Run the string -> id lookups of the training batches in the "
                                      "tf.data pipeline (parallel to the train step, as preprocessing "
                                      "layers are meant to be used) instead of inside the step; "
                                      "ignored with --distribution=parameter_server.")
     # -- checkpoints / stopping / logging -------------------------------------------------------
-    backup_every_steps: int = _f(200, "BackupAndRestore save frequency in steps (a killed run "
+    backup_every_steps: int = option(200, "BackupAndRestore save frequency in steps (a killed run "
                                       "resumes from the last one); 0 = at every epoch end only.")
-    early_stopping_patience: int = _f(2, "Stop after this many epochs without a better val AUC; "
+    early_stopping_patience: int = option(2, "Stop after this many epochs without a better val AUC; "
                                          "0 = no early stopping.")
-    tb_update_freq: int = _f(100, "TensorBoard: log train losses every N steps.")
-    verbose: int = _f(2, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
-    overwrite: bool = _f(False, "Delete MODEL_DIR first (otherwise a finished run is not retrained "
+    tb_update_freq: int = option(100, "TensorBoard: log train losses every N steps.")
+    verbose: int = option(2, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
+    overwrite: bool = option(False, "Delete MODEL_DIR first (otherwise a finished run is not retrained "
                                 "and an unfinished one resumes).")
     # -- export ---------------------------------------------------------------------------------
-    export_base: str = _f("", "If set (with --model_name), export the serving graph to "
+    export_base: str = option("", "If set (with --model_name), export the serving graph to "
                               "EXPORT_BASE/MODEL_NAME/VERSION at the end (serving.export).")
-    model_name: str = _f("", "Name of the exported model (TF Serving MODEL_NAME).")
+    model_name: str = option("", "Name of the exported model (TF Serving MODEL_NAME).")
 
     # -------------------------------------------------------------------------------------------
     @classmethod

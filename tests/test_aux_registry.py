@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STABLE_FLAGS = {
     "ccn_lambda": ("float", 0.1), "ccn_tau": ("float", 0.5), "ccn_xi": ("float", 0.8),
     "ccn_attraction_form": ("str", "vector_cosine"), "ccn_attraction_scale": ("str", "unit"),
+    "ccn_reduction": ("str", "valid"),
     "aqcl_weight": ("float", 0.05), "aqcl_w1": ("float", 1.0), "aqcl_w2": ("float", 1.0),
     "aqcl_const_alpha": ("float", None), "aqcl_codebook_size": ("int", 128), "aqcl_top_k": ("int", 5),
     "aqcl_z_dim": ("int", 64), "aqcl_tau": ("float", 0.1), "aqcl_mask_rate": ("float", 0.2),
