@@ -3,7 +3,7 @@
 AQCL (Sec. 5.2.1) compares on a DIN backbone and "only refer[s] to the design of regularization
 and omit[s] their modifications of the CTR model architectures". Accordingly each baseline here
 only adds training-time terms; the serving graph (``backbone``) is unchanged. Registry names
-(``--aux_losses``): ``dropoutnet``, ``deepmcp``, ``dmr`` (:data:`BASELINES`).
+(``--aux_losses``): ``dropoutnet``, ``deepmcp``, ``dmr`` (registered by ``aqcl/aux_losses.py``).
 
 * :class:`DropoutNetLoss` - DropoutNet (Volkovs et al. 2017): per example, with probability
   ``rate`` the user id (half of the dropped examples) or the target item id (other half) is
@@ -41,7 +41,7 @@ from aqcl.baselines_plugin import rate_problem
 from ctrcore.model import AuxLoss as _AuxBase
 from ctrcore.schema import OOV_ID, PAD
 
-__all__ = ["DropoutNetLoss", "DeepMCPLoss", "DMRLoss", "BASELINES", "dropoutnet_view",
+__all__ = ["DropoutNetLoss", "DeepMCPLoss", "DMRLoss", "dropoutnet_view",
            "skipgram_loss", "inbatch_softmax_loss"]
 
 OOV_STRING = "\x00__oov__"  # never in a vocabulary (vocab files hold one printable id a line)
@@ -399,6 +399,3 @@ class DMRLoss(_AuxBase):
         loss = inbatch_softmax_loss(u, v, valid, seq_ids[:, 0])
         return {"dmr": self.weight * loss}
 
-
-#: ``--aux_losses`` name -> class (constructors take ``stats`` first, like AQCLLoss / CCNLoss)
-BASELINES = {"dropoutnet": DropoutNetLoss, "deepmcp": DeepMCPLoss, "dmr": DMRLoss}

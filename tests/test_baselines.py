@@ -186,10 +186,11 @@ def test_dmr_terms_and_gradients(fake):
                                rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["dropoutnet", "deepmcp", "dmr"])
-def test_fit_with_baseline(fake, name):
+@pytest.mark.parametrize("name, loss_class", [("dropoutnet", B.DropoutNetLoss),
+                                              ("deepmcp", B.DeepMCPLoss), ("dmr", B.DMRLoss)])
+def test_fit_with_baseline(fake, name, loss_class):
     d, spec, _ = fake
-    model = _model(spec, B.BASELINES[name]())
+    model = _model(spec, loss_class())
     # eager: the fit loop with the aux loss, not its tracing (the traced train step with the
     # three baselines together runs in test_trainer.py, din+deepmcp+dmr+dropoutnet)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
