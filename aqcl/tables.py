@@ -20,32 +20,24 @@ from ctrcore.reporting import OWN_BACKBONE, Row, TableLayout
 COLUMNS = ("n", "auc", "relaimpr", "wins", ("group_auc", "group_relaimpr"), "gauc", "logloss",
            "best_epoch", "train_time")
 
-TABLE2 = TableLayout(
-    name="aqcl",
-    title="Table 2 (Amazon block): regularisers on DIN",
-    rows=(Row("din", "DIN"), Row("din+dropoutnet", "DropoutNet"), Row("din+deepmcp", "DeepMCP"),
-          Row("din+dmr", "DMR"), Row("din+icl", "ICL"), Row("din+aqcl", "AQCL")),
-    columns=COLUMNS,
-    base="din",
-)
 
-TABLE3 = TableLayout(
-    name="aqcl_backbones",
-    title="Table 3 (Amazon column): AQCL on other backbones",
-    rows=(Row("wide_deep", "W&D"), Row("wide_deep+aqcl", "AQCL_W&D"), Row("deepfm", "DeepFM"),
-          Row("deepfm+aqcl", "AQCL_DeepFM"), Row("din", "DIN"), Row("din+aqcl", "AQCL_DIN")),
-    columns=COLUMNS,
-    base=OWN_BACKBONE,
-    note="RelaImpr of each AQCL row against its own backbone (AQCL_W&D vs W&D, AQCL_DeepFM vs DeepFM, "
-         "AQCL_DIN vs DIN); the backbone rows are the bases.",
-)
+def _layout(name: str, title: str, rows: tuple, base: str, note: str = "") -> TableLayout:
+    """An AQCL table: ``rows`` as ``(run key, display name)`` pairs, the :data:`COLUMNS`."""
+    return TableLayout(name=name, title=title, rows=tuple(Row(k, d) for k, d in rows),
+                       columns=COLUMNS, base=base, note=note)
 
-FIG5_ALPHA = TableLayout(
-    name="aqcl_alpha",
-    title="Fig. 5 right: constant alpha vs alpha-adaptation (AQCL on DIN)",
-    rows=(Row("din_aqcl_alpha0", "AQCL alpha=0"), Row("din_aqcl_alpha0.3", "AQCL alpha=0.3"),
-          Row("din_aqcl_alpha0.6", "AQCL alpha=0.6"), Row("din_aqcl_alpha1", "AQCL alpha=1"),
-          Row("din+aqcl", "AQCL")),
-    columns=COLUMNS,
-    base="din",
-)
+
+TABLE2 = _layout("aqcl", "Table 2 (Amazon block): regularisers on DIN", (
+    ("din", "DIN"), ("din+dropoutnet", "DropoutNet"), ("din+deepmcp", "DeepMCP"),
+    ("din+dmr", "DMR"), ("din+icl", "ICL"), ("din+aqcl", "AQCL")), base="din")
+
+TABLE3 = _layout("aqcl_backbones", "Table 3 (Amazon column): AQCL on other backbones", (
+    ("wide_deep", "W&D"), ("wide_deep+aqcl", "AQCL_W&D"), ("deepfm", "DeepFM"),
+    ("deepfm+aqcl", "AQCL_DeepFM"), ("din", "DIN"), ("din+aqcl", "AQCL_DIN")), base=OWN_BACKBONE,
+    note="RelaImpr of each AQCL row against its own backbone (AQCL_W&D vs W&D, AQCL_DeepFM vs "
+         "DeepFM, AQCL_DIN vs DIN); the backbone rows are the bases.")
+
+FIG5_ALPHA = _layout("aqcl_alpha", "Fig. 5 right: constant alpha vs alpha-adaptation (AQCL on DIN)", (
+    ("din_aqcl_alpha0", "AQCL alpha=0"), ("din_aqcl_alpha0.3", "AQCL alpha=0.3"),
+    ("din_aqcl_alpha0.6", "AQCL alpha=0.6"), ("din_aqcl_alpha1", "AQCL alpha=1"),
+    ("din+aqcl", "AQCL")), base="din")

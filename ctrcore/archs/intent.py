@@ -64,11 +64,16 @@ def _gather(emb):
     return user, target, trigger, short, short_mask
 
 
-class DIHN(Architecture):
-    """See the module docstring (``dihn``)."""
-    kind = "dihn"
+class IntentArchitecture(Architecture):
+    """What DIHN and DIAN share: trigger-aware, reading the long sequence, an intent network
+    (``intent_mlp``, :func:`_intent_mlp`) whose ``intent_logit`` the intent loss trains."""
     trigger_aware = True
     reads_long = True
+
+
+class DIHN(IntentArchitecture):
+    """See the module docstring (``dihn``)."""
+    kind = "dihn"
 
     def __init__(self, front, hp):
         super().__init__(front, hp)
@@ -103,11 +108,9 @@ class DIHN(Architecture):
                 "logits": logit, "intent_logit": intent_logit}
 
 
-class DIAN(Architecture):
+class DIAN(IntentArchitecture):
     """See the module docstring (``dian``)."""
     kind = "dian"
-    trigger_aware = True
-    reads_long = True
 
     def __init__(self, front, hp):
         super().__init__(front, hp)
