@@ -206,17 +206,17 @@ class CTRModel(tfrs.Model):
         else:
             terms, logits, grads = self._grads(features)
         self._apply(grads)
-        self.auc.update_state(tf.cast(features[self.spec.label], tf.float32), logits)
-        logs = dict(terms)
-        logs["loss"] = terms["total"]
-        logs = self._update_trackers(logs)
-        logs["auc"] = self.auc.result()
-        return logs
+        return self._step_logs(features, logits, terms)
 
     def test_step(self, data):
         features = self.backbone.lookup(_features_of(data))
         terms, outputs = self.compute_terms(features, training=False)
-        self.auc.update_state(tf.cast(features[self.spec.label], tf.float32), outputs["logits"])
+        return self._step_logs(features, outputs["logits"], terms)
+
+    def _step_logs(self, features, logits, terms):
+        """A train or test step's logs: its loss terms (``loss`` = ``total``) through the
+        trackers, and the running AUC updated with this batch."""
+        self.auc.update_state(tf.cast(features[self.spec.label], tf.float32), logits)
         logs = dict(terms)
         logs["loss"] = terms["total"]
         logs = self._update_trackers(logs)
