@@ -110,7 +110,7 @@ def run(a) -> dict:
         for who in order:
             if who == "ours":
                 r = run_worker("benchmarks.train", ["--model=din", "--optimizer=adagrad",
-                                                    f"--steps_per_execution=1", *common])
+                                                    "--steps_per_execution=1", *common])
             else:
                 r = run_worker("benchmarks.peer_din", common)
             runs[who].append(r)

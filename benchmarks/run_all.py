@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import time
-from types import SimpleNamespace
 from typing import List, Optional
 
 from benchmarks import flops as flops_b
