@@ -239,3 +239,44 @@ def test_partition_partial_sums_equal_the_per_row_combiners():
                 [merge.add_input(merge.create_accumulator(), t) for t in tables])))
         assert got == want, parts
     assert Counter(want.values())  # not trivially empty
+
+
+def test_spill_rows_fn_spills_rows_and_passes_the_rest(tmp_path):
+    """SpillRowsFn, the canonical rows' one consumer in the files grouping: rows go to spill
+    files (a new file's name comes out as (SPILLED, (partition, path))), dead letters and shard
+    counts pass through unchanged; the spilled rows read back by partition."""
+    from apache_beam.testing.util import assert_that
+
+    from pipelines import filegroup
+    from pipelines import transforms as T
+    from pipelines.sources.base import DeadLetter
+
+    dead = DeadLetter("bad_encoding", "f.csv:3: ...", "f.csv:3", None)
+    rows = [(T.ROWS, (f"u{k % 3}", {"item_id": f"i{k}"})) for k in range(7)]
+    items = rows + [(T.DEAD, dead), (T.READ, 8)]
+    prefix = str(tmp_path / "spill-users")
+    out_file = tmp_path / "passed.json"
+
+    def check(got):
+        tags = sorted(t for t, _ in got)
+        assert tags.count(T.DEAD) == 1 and tags.count(T.READ) == 1
+        assert [v for t, v in got if t == T.READ] == [8]
+        spilled = [v for t, v in got if t == T.SPILLED]
+        assert spilled and len({p for _, p in spilled}) == len(spilled)
+        by_part = {}
+        for part, path in spilled:
+            by_part.setdefault(part, []).append(path)
+        back = {}
+        for part, paths in by_part.items():
+            for user, vals in filegroup.group_spilled(part, paths):
+                back[user] = sorted(v["item_id"] for v in vals)
+        want = {}
+        for _, (u, r) in rows:
+            want.setdefault(u, []).append(r["item_id"])
+        assert back == {u: sorted(v) for u, v in want.items()}
+        out_file.write_text("ok")
+
+    with beam.Pipeline(options=P.pipeline_options([])) as p:
+        got = p | beam.Create(items) | beam.ParDo(T.SpillRowsFn(prefix, 4, seed=1))
+        assert_that(got, check)
+    assert out_file.read_text() == "ok"
