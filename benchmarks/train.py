@@ -188,7 +188,8 @@ def worker(args) -> dict:
     spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
     cfg = make_config(args.data_dir, args.model, args.aux, args.batch_size, args.optimizer,
                       args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
-                      args.epochs, lookup_in_input=bool(args.lookup_in_input))
+                      args.epochs, lookup_in_input=bool(args.lookup_in_input),
+                      train_input=args.train_input)
     trainer.setup_runtime(cfg)
     lp = models.default_loss_params()
     lp.update(json.loads(args.loss_params or "{}"))
@@ -263,6 +264,7 @@ def worker_args(a, model, aux, loss_params=None, **over) -> List[str]:
     o = dict(data_dir=a.data_dir, model=model, aux=aux, batch_size=a.batch_size, epochs=a.epochs,
              warmup_epochs=a.warmup_epochs, steps_per_epoch=a.steps_per_epoch,
              optimizer=a.optimizer, steps_per_execution=a.steps_per_execution,
+             train_input=a.train_input,
              loss_params=json.dumps(loss_params or {}, separators=(",", ":")))
     o.update(over)
     args = [f"--{k}={v}" for k, v in o.items()]
@@ -310,6 +312,33 @@ def run(a) -> dict:
             "bimodal": sorted(k for k, v in results.items() if any(r["bimodal"] for r in v))}
 
 
+#: the models of issue 15's streamed / in-memory ratio (run keys of configurations())
+STREAMED_MODELS = "ccn,tan,din,din+aqcl"
+
+
+def compare_inputs(a) -> dict:
+    """End-to-end training examples/s of each model with ``--train_input=stream`` (GZIP
+    records read, shuffled and parsed every epoch) and ``memory`` (parsed once), in one run,
+    each in its own worker, the two inputs alternating per model: ``streamed_over_memory``
+    = ex/s streamed / ex/s in memory (issue 15 target >= 0.9)."""
+    runs: Dict[str, Dict[str, dict]] = {}
+    for key, model, aux, lp in configurations(a.models, a.quick):
+        for mode in ("memory", "stream"):
+            r = run_worker("benchmarks.train", worker_args(a, model, aux, lp, train_input=mode))
+            runs.setdefault(key, {})[mode] = r
+            print(f"{key:10s} {mode:7s} {r['examples_per_second']:9.0f} ex/s  step "
+                  f"{1e3 * r['step_s_median']:7.1f} ms  cpu {1e3 * r['cpu_s_per_step_median']:.0f} "
+                  f"ms/step  load {r['load_average_start'][0]:.1f}", flush=True)
+    ratio = {k: v["stream"]["examples_per_second"] / v["memory"]["examples_per_second"]
+             for k, v in runs.items()}
+    ratio_cpu = {k: v["memory"]["cpu_s_per_step_median"] / v["stream"]["cpu_s_per_step_median"]
+                 for k, v in runs.items()}
+    for k in ratio:
+        print(f"streamed / in-memory {k:10s} = {ratio[k]:.3f} wall, {ratio_cpu[k]:.3f} cpu-s "
+              f"({'OK' if ratio[k] >= 0.9 else 'BELOW'} target 0.9)", flush=True)
+    return {"streamed_over_memory": ratio, "streamed_over_memory_cpu": ratio_cpu, "runs": runs}
+
+
 def parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -328,6 +357,10 @@ def parser():
     ap.add_argument("--lookup_in_input", type=int, default=1,
                     help="1: string -> id lookups in the tf.data map (trainer default); 0: in the step")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--train_input", default="auto", choices=("auto", "stream", "cache", "memory"),
+                    help="the trainer's --train_input (auto: in memory when it fits)")
+    ap.add_argument("--compare_inputs", action="store_true",
+                    help=f"streamed / in-memory ex/s per model (default models {STREAMED_MODELS})")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default="")
     ap.add_argument("--pieces", action="store_true", help="CPU time of TAN fwd+bwd with/without CCN/AQCL")
@@ -349,7 +382,9 @@ def main(argv: Optional[List[str]] = None):
                 json.dump(r, fh, indent=1)
         return
     print(f"machine: {json.dumps(machine_info())}; load {load_average()}", flush=True)
-    res = run(a)
+    if a.compare_inputs and a.models == "all":
+        a.models = STREAMED_MODELS
+    res = compare_inputs(a) if a.compare_inputs else run(a)
     res["command"] = "python -m benchmarks.train " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.json:
         with open(a.json, "w") as fh:
