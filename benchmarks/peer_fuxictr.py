@@ -331,7 +331,7 @@ def build_fuxictr(model: str, meta: dict, a, work_dir: str):
                     mod.weight.uniform_(-EMB_INIT_RANGE, EMB_INIT_RANGE)
                     if mod.padding_idx is not None:
                         mod.weight[mod.padding_idx].zero_()
-    # ours: Adagrad 0.001, initial accumulator 0.1, eps 1e-7, InverseTimeDecay(10000, 0.5) =
+    # ours: Adagrad (--learning_rate), initial accumulator 0.1, eps 1e-7, InverseTimeDecay(10000, 0.5) =
     # torch's lr / (1 + (step - 1) * lr_decay) with lr_decay = 0.5 / 10000
     m.optimizer = torch.optim.Adagrad(m.parameters(), lr=a.learning_rate, lr_decay=a.lr_decay_rate / a.lr_decay_steps,
                                       initial_accumulator_value=a.adagrad_initial_accumulator, eps=1e-7)

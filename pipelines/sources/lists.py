@@ -275,14 +275,13 @@ def expand_record(origin: str, values: Mapping[str, Any], *, scalars: Mapping[st
         yield from exposure_rows(em, values, row_base, raw_base, exposures, positives_only)
 
 
-def _length_mismatch(em: "_Emitter", raw_base: Dict[str, Any], field: str, items_col: str,
-                     items_cell: Any, n_items: int, other: str, other_col: str,
+def _length_mismatch(em: "_Emitter", raw_base: Dict[str, Any], what: str, section: str,
+                     items_col: str, items_cell: Any, n_items: int, other: str, other_col: str,
                      other_cell: Any, n_other: int, consequence: str) -> DeadLetter:
-    """The ``list_length_mismatch`` dead letter of an ``items`` list and its parallel list
-    ``other`` (``field``: the message's name of the section, e.g. ``"field 'exposures"``)."""
-    section = field.rsplit("'", 1)[1]
+    """The ``list_length_mismatch`` dead letter of the ``section.items`` list and its parallel
+    list ``section.other`` (``what``: how the message names the items field, e.g. ``"field"``)."""
     return _dead(em, "list_length_mismatch",
-                 f"{field}.items' (column {items_col!r}) has {n_items} ids but "
+                 f"{what} '{section}.items' (column {items_col!r}) has {n_items} ids but "
                  f"'{section}.{other}' (column {other_col!r}) has {n_other} {other}; "
                  f"{consequence}",
                  {**raw_base, items_col: items_cell, other_col: other_cell})
@@ -297,7 +296,7 @@ def history_rows(em: _Emitter, values: Mapping[str, Any], base: RawRow, raw_base
     if spec.timestamps is not None:
         times = split_list(values.get(spec.timestamps), spec.separator) or []
         if len(times) != len(items):
-            yield _length_mismatch(em, raw_base, "history field 'history", spec.items,
+            yield _length_mismatch(em, raw_base, "history field", "history", spec.items,
                                    values.get(spec.items), len(items), "timestamps",
                                    spec.timestamps, values.get(spec.timestamps), len(times),
                                    "the user's history is not used")
@@ -354,7 +353,7 @@ def exposure_rows(em: _Emitter, values: Mapping[str, Any], base: RawRow, raw_bas
     if spec.labels is not None:
         labels = split_list(values.get(spec.labels), spec.separator) or []
         if len(labels) != len(shown):
-            yield _length_mismatch(em, raw_base, "field 'exposures", spec.items, cell,
+            yield _length_mismatch(em, raw_base, "field", "exposures", spec.items, cell,
                                    len(shown), "labels", spec.labels, values.get(spec.labels),
                                    len(labels), "the page is not used")
             return
