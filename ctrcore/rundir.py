@@ -92,6 +92,13 @@ class RunDir:
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
+        # the paths of the run's files (constants of the layout above)
+        self.config_path = self.file(CONFIG_FILE)
+        self.history_path = self.file(HISTORY_FILE)
+        self.best_dir = self.file(BEST_DIR)
+        self.best_weights = self.file(BEST_PREFIX)  # checkpoint prefix of the best weights
+        self.best_info_path = self.file(BEST_INFO)
+        self.backup_dir = self.file(BACKUP_DIR)
 
     def __repr__(self) -> str:
         return f"RunDir({self.path!r})"
@@ -103,31 +110,6 @@ class RunDir:
     def file(self, name: str) -> str:
         """Path of ``name`` (relative to the run directory)."""
         return os.path.join(self.path, name)
-
-    @property
-    def config_path(self) -> str:
-        return self.file(CONFIG_FILE)
-
-    @property
-    def history_path(self) -> str:
-        return self.file(HISTORY_FILE)
-
-    @property
-    def best_dir(self) -> str:
-        return self.file(BEST_DIR)
-
-    @property
-    def best_weights(self) -> str:
-        """Checkpoint prefix of the best weights (``best/weights``)."""
-        return self.file(BEST_PREFIX)
-
-    @property
-    def best_info_path(self) -> str:
-        return self.file(BEST_INFO)
-
-    @property
-    def backup_dir(self) -> str:
-        return self.file(BACKUP_DIR)
 
     def tb_dir(self, chief: bool = True) -> str:
         """TensorBoard events: ``tb/`` (the chief) or ``tb/worker_<pid>`` (another worker)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines import synthetic
 from pipelines.sources import get_source, summarize, verify_counts
 from pipelines.sources.base import DeadLetter
 from pipelines.sources.generic import GenericSource, MappingError, load_mapping
@@ -42,14 +43,7 @@ MAPPING = {
 
 
 def _write(tmp_path, fmt):
-    path = tmp_path / f"log.{fmt}"
-    if fmt == "csv":
-        LOG.to_csv(path, index=False)
-    elif fmt == "jsonl":
-        LOG.to_json(path, orient="records", lines=True)
-    else:
-        LOG.to_parquet(path, index=False)
-    return str(path)
+    return synthetic.write(LOG, str(tmp_path / f"log.{fmt}"), fmt)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

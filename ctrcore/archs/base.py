@@ -118,6 +118,16 @@ class Architecture(Block):
         raise ValueError(f"backbone {self.kind!r} has no collaborative module")
 
 
+class DeepAndShallow(Architecture):
+    """W&D and DeepFM: the prediction MLP (``self.head``, created first) beside a shallow head
+    that the subclass adds; the trigger's ids are embedded only with ``use_trigger=True``."""
+
+    def __init__(self, front: EmbeddingFrontEnd, hp: HParams):
+        super().__init__(front, hp)
+        self.trigger_aware = bool(hp.use_trigger)
+        self.head = self.add(self.prediction_head())
+
+
 class ComposedBackbone(keras.layers.Layer):
     """A backbone: :class:`EmbeddingFrontEnd` + one :class:`Architecture` (module docstring of
     :mod:`ctrcore.backbones` for the inputs and outputs).

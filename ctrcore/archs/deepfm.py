@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ctrcore.archs.base import Architecture
+from ctrcore.archs.base import DeepAndShallow
 from ctrcore.archs.blocks import FMHead
 
 
-class DeepFM(Architecture):
+class DeepFM(DeepAndShallow):
     kind = "deepfm"
 
     def __init__(self, front, hp):
         super().__init__(front, hp)
-        self.trigger_aware = bool(hp.use_trigger)
-        self.head = self.add(self.prediction_head())
         self.fm = self.add(FMHead(front, self.trigger_aware))
 
     def apply(self, emb, training=False):

@@ -10,17 +10,15 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ctrcore import layers as L
-from ctrcore.archs.base import Architecture
+from ctrcore.archs.base import DeepAndShallow
 from ctrcore.archs.blocks import WideHead
 
 
-class WideDeep(Architecture):
+class WideDeep(DeepAndShallow):
     kind = "wide_deep"
 
     def __init__(self, front, hp):
         super().__init__(front, hp)
-        self.trigger_aware = bool(hp.use_trigger)
-        self.head = self.add(self.prediction_head())
         self.wide = self.add(WideHead(front, hp.wide_buckets, self.trigger_aware))
 
     def apply(self, emb, training=False):
