@@ -62,7 +62,7 @@ from pipelines import transforms as T
 from pipelines.caps import DEFAULT_MAX_ROWS_PER_USER, check_max_rows
 from pipelines.examples import CONTEXT_SAMPLINGS, BuildConfig
 from pipelines.sources.fileio import split_for_min_shards
-from pipelines.sinks import (TEXT, TFRECORD, WriteShards, delete_orphan_spills,  # noqa: F401
+from pipelines.sinks import (TEXT, TFRECORD, MergeSpills, WriteShards, delete_orphan_spills,  # noqa: F401
                              delete_stale_shards, hash_bucket)
 from pipelines.vocab import vocab_lines, write_lines, write_text
 
@@ -129,7 +129,8 @@ def _build_config(source, cfg: PreprocessConfig) -> BuildConfig:
 
 def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str, Any]:
     """Add the job to pipeline ``p``. Returns the main PCollections by name (``train``,
-    ``valid``, ``test``: serialized examples; ``dead_letters``; ``stats``: the stats dict;
+    ``valid``, ``test``: serialized examples with the shuffle grouping, None with files, whose
+    builder spills them itself; ``dead_letters``; ``stats``: the stats dict;
     ``vocab_sizes``; ``user_logs``: the users' logs with the shuffle grouping, None with files).
 
     Runs the same on every runner, Beam 2.77's DaskRunner included (see
@@ -164,8 +165,8 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
             spill_prefix + "users", cfg.user_partitions, cfg.seed))
         parts = (canon | "SpilledParts" >> beam.FlatMap(T.select, T.SPILLED)
                  | "GroupPaths" >> beam.GroupByKey())
-        organized = parts | "Organize" >> beam.ParDo(
-            T.OrganizePartitionFn(cfg.max_rows_per_user, chunk))
+        organized = parts | "Organize" >> beam.ParDo(T.OrganizePartitionFn(
+            cfg.max_rows_per_user, chunk, partials_prefix=spill_prefix + "items-"))
         # what every user's examples need from the whole log (the item table: most frequent
         # sides per item, the item universe, the time-split cutoffs) from each partition's
         # partial sums: a few elements per partition, whether or not the runner lifts
@@ -200,6 +201,14 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
            | "Context" >> beam.CombineGlobally(T.ContextFn(
                bcfg.split, cfg.valid_fraction, cfg.test_fraction)).without_defaults())
 
+    # every split written in a seeded hash order (the builder emits a user's examples together:
+    # a streamed reader with a shuffle buffer would train on batches of a few hundred users),
+    # the train split in the builder's order with --shuffle_buckets=0; no record is held in
+    # memory beyond one --spill_chunk_mb chunk (pipelines/sinks.py)
+    sinks = {name: (_join(out, name), ".tfrecord.gz") for name in T.SPLIT_FIELD}  # name -> (prefix, suffix)
+    orders = {name: "made" if name == "train" and cfg.shuffle_buckets == 0 else "hash"
+              for name in T.SPLIT_FIELD}
+    written = {}  # sink name -> PCollection of the paths written
     if grouping == "files":
         # the context goes to ONE file, whose name is joined to every partition (no side
         # input: Beam's DaskRunner recomputes a side input's upstream in every reading task)
@@ -207,27 +216,39 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
         ctx_names = (ctx | "WriteContext" >> beam.Map(T.write_context, ctx_path)
                      | "ContextForEachPart" >> beam.FlatMap(
                          lambda path: [(i, path) for i in range(n_parts)]))
+        # the builder spills its examples into the sinks' spill files itself: only the
+        # files' names and one sum per partition leave it
         built = ({"spill": parts, "ctx": ctx_names}
                  | "JoinContext" >> beam.CoGroupByKey()
                  | "BuildExamples" >> beam.ParDo(T.BuildPartitionFn(
-                     bcfg, cfg.max_rows_per_user, chunk)))
+                     bcfg, {name: (sinks[name][0], shards[name], cfg.seed + 2) for name in sinks},
+                     cfg.max_rows_per_user, chunk)))
+        spilled = built | "SpilledExamples" >> beam.FlatMap(T.select, T.EXAMPLES)
+        for name in T.SPLIT_FIELD:
+            written[name] = (spilled | f"Spilled_{name}" >> beam.FlatMap(
+                lambda v, n=name: (v[1],) if v[0] == n else ())
+                | f"Write_{name}" >> MergeSpills(
+                    *sinks[name], num_shards=shards[name], fmt=TFRECORD, seed=cfg.seed + 2,
+                    order=orders[name], chunk_bytes=chunk))
+        splits = {name: None for name in T.SPLIT_FIELD}
+        sums = built | "BuiltSums" >> beam.FlatMap(T.select, T.SUMS)
+        user_sums = {T.OUT_STATS: sums | "Stats_of" >> beam.Map(lambda st: st[0]),
+                     T.OUT_TOKENS: sums | "Tokens_of" >> beam.Map(lambda st: st[1])}
     else:
         built = logs | "BuildExamples" >> beam.ParDo(T.BuildExamplesFn(bcfg),
                                                      beam.pvalue.AsSingleton(ctx))
-    splits = {name: built | f"Examples_{name}" >> beam.FlatMap(T.user_examples, field)
-              for name, field in T.SPLIT_FIELD.items()}
-    # every split written in a seeded hash order (the builder emits a user's examples together:
-    # a streamed reader with a shuffle buffer would train on batches of a few hundred users),
-    # the train split in the builder's order with --shuffle_buckets=0; no record is held in
-    # memory beyond one --spill_chunk_mb chunk (pipelines/sinks.py)
-    written = {}  # sink name -> PCollection of the paths written
-    sinks = {}  # sink name -> (prefix, suffix)
-    for name, pc in splits.items():
-        sinks[name] = (_join(out, name), ".tfrecord.gz")
-        order = "made" if name == "train" and cfg.shuffle_buckets == 0 else "hash"
-        written[name] = pc | f"Write_{name}" >> WriteShards(
-            *sinks[name], num_shards=shards[name], fmt=TFRECORD, seed=cfg.seed + 2,
-            order=order, chunk_bytes=chunk)
+        splits = {name: built | f"Examples_{name}" >> beam.FlatMap(T.user_examples, field)
+                  for name, field in T.SPLIT_FIELD.items()}
+        for name, pc in splits.items():
+            written[name] = pc | f"Write_{name}" >> WriteShards(
+                *sinks[name], num_shards=shards[name], fmt=TFRECORD, seed=cfg.seed + 2,
+                order=orders[name], chunk_bytes=chunk)
+        # straight from the builder's output (no Flatten in between), so the runner lifts the
+        # combines into the building stage and only per-bundle partial sums leave it: behind a
+        # Flatten, the DirectRunner held every user's Counters in the launcher (measured:
+        # 2.7 GB at 10M rows)
+        user_sums = {field: built | f"User_{label}" >> beam.Map(T.user_field, field)
+                     for field, label in ((T.OUT_STATS, "stats"), (T.OUT_TOKENS, "tokens"))}
 
     # dead letters
     dead = ((canon | "CanonDead" >> beam.FlatMap(T.select, T.DEAD),
@@ -262,12 +283,9 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
         return name, len(lines)
 
     def summed(field, label):
-        """The Counters of one field of every user, summed; nothing on an empty log (``finish``
-        then writes the empty vocabularies). Applied straight to the builder's output (no
-        Flatten in between), so the runner lifts the combine into the building stage and only
-        per-bundle partial sums leave it: behind a Flatten, the DirectRunner held every user's
-        Counters in the launcher (measured: 2.7 GB at 10M rows)."""
-        return (built | f"User_{label}" >> beam.FlatMap(T.user_field, field)
+        """The Counters of one field (every user's, or every partition's), summed; nothing on
+        an empty log (``finish`` then writes the empty vocabularies)."""
+        return (user_sums[field]
                 | f"Sum_{label}" >> beam.CombineGlobally(T.MergeCounters()).without_defaults())
 
     vocab_sizes = (summed(T.OUT_TOKENS, "tokens")

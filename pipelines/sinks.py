@@ -84,6 +84,28 @@ def spill_name(prefix: str, token: str, shard: int) -> str:
     return f"{prefix}.spill-{token}-{shard:05d}"
 
 
+class ShardSpiller:
+    """Records -> the spill files of one sink's shards, written by one bundle (:class:`SpillFn`)
+    or by one element of a DoFn that makes many records (the files grouping's builder, which
+    spills its examples itself so that a runner holding a task's outputs as a list, Beam's
+    DaskRunner, never holds them). :meth:`add` returns ``(shard, spill path)`` when it opens a
+    file: the pairs :class:`MergeSpills` reads."""
+
+    def __init__(self, prefix: str, num_shards: int, seed: int = 0):
+        token = uuid.uuid4().hex
+        self.num_shards, self.seed = num_shards, seed
+        self.writer = SpillWriter(lambda s: spill_name(prefix, token, s))
+
+    def add(self, record) -> Optional[Tuple[int, str]]:
+        rec = _as_bytes(record)
+        shard = 0 if self.num_shards == 1 else hash_bucket(rec, self.num_shards, self.seed)
+        new = self.writer.add(shard, rec)
+        return None if new is None else (shard, new)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class SpillFn(beam.DoFn):
     """record -> appended to its shard's spill file; emits (shard, spill path) once per file."""
 
@@ -91,15 +113,12 @@ class SpillFn(beam.DoFn):
         self.prefix, self.num_shards, self.seed = prefix, num_shards, seed
 
     def start_bundle(self):
-        token = uuid.uuid4().hex
-        self.spiller = SpillWriter(lambda s: spill_name(self.prefix, token, s))
+        self.spiller = ShardSpiller(self.prefix, self.num_shards, self.seed)
 
     def process(self, record):
-        rec = _as_bytes(record)
-        shard = 0 if self.num_shards == 1 else hash_bucket(rec, self.num_shards, self.seed)
-        new = self.spiller.add(shard, rec)
+        new = self.spiller.add(record)
         if new is not None:
-            yield shard, new
+            yield new
 
     def finish_bundle(self):
         self.spiller.close()
@@ -160,11 +179,10 @@ def delete_orphan_spills(prefix: str) -> List[str]:
     return delete_matching([f"{prefix}.spill-*", f"{prefix}-*.chunk-*", f"{prefix}-*.tmp-*"])
 
 
-class WriteShards(beam.PTransform):
-    """Records (``bytes`` for ``fmt="tfrecord"``: GZIP TFRecord files; ``str`` for
-    ``fmt="text"``: one line each) -> ``num_shards`` files ``PREFIX-SSSSS-of-NNNNN SUFFIX``,
-    spilled where they are made and merged per shard (module docstring). Returns the
-    PCollection of the paths written (one per shard)."""
+class MergeSpills(beam.PTransform):
+    """``(shard, spill path)`` pairs (:class:`ShardSpiller`) -> ``num_shards`` files
+    ``PREFIX-SSSSS-of-NNNNN SUFFIX`` merged per shard (step 2 of the module docstring). Returns
+    the PCollection of the paths written (one per shard)."""
 
     def __init__(self, prefix: str, suffix: str, num_shards: int, fmt: str = TFRECORD,
                  seed: int = 0, order: str = "hash", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
@@ -180,15 +198,25 @@ class WriteShards(beam.PTransform):
         self.prefix, self.suffix, self.num_shards, self.fmt = prefix, suffix, num_shards, fmt
         self.seed, self.order, self.chunk_bytes = seed, order, chunk_bytes
 
-    def expand(self, pcoll):
+    def expand(self, spilled):
         n, prefix, suffix = self.num_shards, self.prefix, self.suffix
         fmt, seed, order, chunk = self.fmt, self.seed, self.order, self.chunk_bytes
-        spilled = pcoll | "Spill" >> beam.ParDo(SpillFn(prefix, n, seed))
-        every = pcoll.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
+        every = spilled.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
         return ((spilled, every) | "WithEmptyShards" >> beam.Flatten()
                 | "GroupSpillsByShard" >> beam.GroupByKey()
                 | "MergeShard" >> beam.Map(lambda kv: merge_shard(
                     kv, shard_name(prefix, kv[0], n, suffix), fmt, seed, chunk, order)))
+
+
+class WriteShards(MergeSpills):
+    """Records (``bytes`` for ``fmt="tfrecord"``: GZIP TFRecord files; ``str`` for
+    ``fmt="text"``: one line each) -> ``num_shards`` files ``PREFIX-SSSSS-of-NNNNN SUFFIX``,
+    spilled where they are made (:class:`SpillFn`) and merged per shard (:class:`MergeSpills`;
+    module docstring). Returns the PCollection of the paths written (one per shard)."""
+
+    def expand(self, pcoll):
+        spilled = pcoll | "Spill" >> beam.ParDo(SpillFn(self.prefix, self.num_shards, self.seed))
+        return super().expand(spilled)
 
 
 def delete_stale_shards(prefix: str, suffix: str, written: Sequence[str]) -> List[str]:

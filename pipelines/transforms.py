@@ -3,6 +3,7 @@ examples, negatives, stats, vocab)."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -20,6 +21,8 @@ ROWS = "rows"
 LOGS = "logs"
 READ = "read"  # (READ, rows read from one shard)
 PARTIAL = "partial"  # (PARTIAL, (what, value)): a partition's partial sums (files grouping)
+EXAMPLES = "examples"  # (EXAMPLES, (split, (shard, spill path))): examples spilled (files grouping)
+SUMS = "sums"  # (SUMS, (stats Counter, tokens Counter)): a partition's sums (files grouping)
 
 
 class ReadSource(beam.PTransform):
@@ -184,9 +187,9 @@ class OrganizePartitionFn(beam.DoFn):
     Counter of page timestamps))``."""
 
     def __init__(self, max_rows_per_user: int = 0, chunk_bytes: int = 64 << 20,
-                 item_buckets: int = 16):
+                 item_buckets: int = 16, partials_prefix: str = ""):
         self.max_rows, self.chunk_bytes = max_rows_per_user, chunk_bytes
-        self.item_buckets = item_buckets
+        self.item_buckets, self.partials_prefix = item_buckets, partials_prefix
 
     def process(self, kv):
         from pipelines.filegroup import group_spilled
@@ -203,7 +206,13 @@ class OrganizePartitionFn(beam.DoFn):
         # the partition's partial sums, once at the end of the element (not in finish_bundle,
         # whose outputs Beam's DaskRunner drops): a few elements per partition cross the
         # runner, not one per row or page, also where combiners are not lifted (Dask)
+        # with a partials_prefix, each bucket's table goes to a file and only its name crosses
+        # the runner (a runner with an in-memory shuffle, Beam's DaskRunner, would otherwise
+        # hold two Counters per item and partition until the merge runs)
+        token = uuid.uuid4().hex[:12]
         for bucket, table in sides.buckets(self.item_buckets):
+            if self.partials_prefix:
+                table = dump_value(table, f"{self.partials_prefix}{part}-{bucket}-{token}.pickle")
             yield PARTIAL, ("item_sides", (bucket, table))
         yield PARTIAL, ("ts", ts)
 
@@ -243,18 +252,23 @@ class BuildExamplesFn(beam.DoFn):
 class BuildPartitionFn(beam.DoFn):
     """Pass 2 of the grouping through files, in ONE DoFn: ``(partition, {"spill": [[spill
     paths]], "ctx": [context file]})`` (a CoGroupByKey of the partitions with the context file's
-    path, :func:`write_context`) -> per user of the partition: cap, organize and build, ONE
-    tuple as :class:`BuildExamplesFn` yields. The users' logs are made again here rather than
-    kept from pass 1 (a runner would hold them between the stages: they wait for the context,
-    which needs every user), and the context comes from a file, not a side input (Beam's
-    DaskRunner recomputes a side input's upstream in every task that reads it). Pass 1's dead
-    letters are not emitted twice. The users' statistics and tokens are summed over the
-    partition and come in ONE last tuple ``([], [], [], stats, tokens)``; the users' own
-    tuples carry ``None`` there (:func:`user_field` skips them)."""
+    path, :func:`write_context`) -> per user of the partition: cap, organize and build. The
+    users' logs are made again here rather than kept from pass 1 (a runner would hold them
+    between the stages: they wait for the context, which needs every user), and the context
+    comes from a file, not a side input (Beam's DaskRunner recomputes a side input's upstream
+    in every task that reads it). Pass 1's dead letters are not emitted twice.
 
-    def __init__(self, cfg: BuildConfig, max_rows_per_user: int = 0,
-                 chunk_bytes: int = 64 << 20):
-        self.cfg, self.max_rows, self.chunk_bytes = cfg, max_rows_per_user, chunk_bytes
+    The examples are spilled here, into the spill files of their split's sink
+    (:class:`pipelines.sinks.ShardSpiller`; ``sinks``: split -> ``(prefix, num_shards,
+    seed)`` of its :class:`pipelines.sinks.MergeSpills`), and only ``(EXAMPLES, (split,
+    (shard, spill path)))`` leaves, once per file: a runner that holds a task's outputs as a
+    list (Beam's DaskRunner) never holds the examples. The statistics and tokens are summed
+    over the partition: ONE ``(SUMS, (stats, tokens))`` at the end of the element."""
+
+    def __init__(self, cfg: BuildConfig, sinks: Dict[str, Tuple[str, int, int]],
+                 max_rows_per_user: int = 0, chunk_bytes: int = 64 << 20):
+        self.cfg, self.sinks = cfg, dict(sinks)
+        self.max_rows, self.chunk_bytes = max_rows_per_user, chunk_bytes
 
     def setup(self):
         self.builder = UserExampleBuilder(self.cfg)
@@ -262,6 +276,7 @@ class BuildPartitionFn(beam.DoFn):
 
     def process(self, kv):
         from pipelines.filegroup import group_spilled
+        from pipelines.sinks import ShardSpiller
 
         part, joined = kv
         paths = [p for ps in joined["spill"] for p in ps]
@@ -274,15 +289,20 @@ class BuildPartitionFn(beam.DoFn):
             self._ctx_path, self._ctx = ctx_paths[0], read_context(ctx_paths[0])
         item_table, universe, cutoffs = self._ctx
         stats, tokens = Counter(), Counter()
-        for user_id, rows in group_spilled(part, paths, chunk_bytes=self.chunk_bytes):
-            log = [v for t, v in organize_tagged(user_id, rows, self.max_rows) if t == LOGS][0]
-            train, valid, test, st, tok = build_user(self.builder, log, item_table, universe,
-                                                     cutoffs)
-            stats.update(st)
-            tokens.update(tok)
-            yield train, valid, test, None, None
+        spillers = {split: ShardSpiller(*self.sinks[split]) for split in SPLIT_FIELD}
+        try:
+            for user_id, rows in group_spilled(part, paths, chunk_bytes=self.chunk_bytes):
+                log = [v for t, v in organize_tagged(user_id, rows, self.max_rows) if t == LOGS][0]
+                for split, ex in self.builder.build(log, item_table, universe, cutoffs,
+                                                    stats, tokens):
+                    new = spillers[split].add(ex)
+                    if new is not None:
+                        yield EXAMPLES, (split, new)
+        finally:
+            for spiller in spillers.values():
+                spiller.close()
         # the partition's statistics and tokens once (see OrganizePartitionFn.process)
-        yield [], [], [], stats, tokens
+        yield SUMS, (stats, tokens)
 
 
 def build_user(builder: UserExampleBuilder, log: UserLog, item_table, universe, cutoffs):
@@ -295,32 +315,42 @@ def build_user(builder: UserExampleBuilder, log: UserLog, item_table, universe, 
     return out + (stats, tokens)
 
 
-def write_context(ctx, path: str) -> str:
-    """Write a :class:`ContextFn` value to ``path`` (any Beam filesystem; the item table in
-    its compact form, :class:`pipelines.itemtable.ItemTable`, without the universe, which is
-    rebuilt from it); returns ``path``."""
+def dump_value(value, path: str) -> str:
+    """Pickle ``value`` to ``path`` (any Beam filesystem, uncompressed); returns ``path``."""
     import pickle
 
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.itemtable import compact
-
-    table, _, cutoffs = ctx
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        fh.write(pickle.dumps((compact(table), cutoffs), protocol=pickle.HIGHEST_PROTOCOL))
+        fh.write(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     return path
 
 
-def read_context(path: str):
-    """The ``(item_table, universe, cutoffs)`` written by :func:`write_context`."""
+def load_value(path: str):
+    """The value :func:`dump_value` wrote to ``path``."""
     import pickle
 
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        table, cutoffs = pickle.loads(fh.read())
+        return pickle.loads(fh.read())
+
+
+def write_context(ctx, path: str) -> str:
+    """Write a :class:`ContextFn` value to ``path`` (any Beam filesystem; the item table in
+    its compact form, :class:`pipelines.itemtable.ItemTable`, without the universe, which is
+    rebuilt from it); returns ``path``."""
+    from pipelines.itemtable import compact
+
+    table, _, cutoffs = ctx
+    return dump_value((compact(table), cutoffs), path)
+
+
+def read_context(path: str):
+    """The ``(item_table, universe, cutoffs)`` written by :func:`write_context`."""
+    table, cutoffs = load_value(path)
     return table, table.universe(), cutoffs
 
 
@@ -330,9 +360,8 @@ def user_examples(built, field: int):
 
 
 def user_field(built, field: int):
-    """FlatMap function: one field of a :class:`BuildExamplesFn` or :class:`BuildPartitionFn`
-    output, unless it is ``None``."""
-    return () if built[field] is None else (built[field],)
+    """Map function: one field of a :class:`BuildExamplesFn` output."""
+    return built[field]
 
 
 class ContextFn(beam.CombineFn):
@@ -466,13 +495,15 @@ def item_bucket(item: str, n: int) -> int:
 
 
 class MergeItemSides(beam.CombineFn):
-    """Tables of :class:`ItemSidesAcc` (one item-hash bucket of several partitions) -> the
-    bucket's ``{item: (category, seller)}`` (:meth:`ItemSideFn.extract_output`)."""
+    """Tables of :class:`ItemSidesAcc` (one item-hash bucket of several partitions; or the
+    paths of the files :func:`dump_value` wrote them to) -> the bucket's ``{item: (category, seller)}`` (:meth:`ItemSideFn.extract_output`)."""
 
     def create_accumulator(self):
         return {}
 
     def add_input(self, acc, table):
+        if isinstance(table, str):  # a table written by OrganizePartitionFn (partials_prefix)
+            table = load_value(table)
         for item, (cat, sel) in table.items():
             mine = acc.get(item)
             if mine is None:

@@ -280,3 +280,71 @@ def test_spill_rows_fn_spills_rows_and_passes_the_rest(tmp_path):
         got = p | beam.Create(items) | beam.ParDo(T.SpillRowsFn(prefix, 4, seed=1))
         assert_that(got, check)
     assert out_file.read_text() == "ok"
+
+
+def test_build_partition_fn_spills_examples_and_emits_names(tmp_path):
+    """BuildPartitionFn (pass 2 of the files grouping) spills every example into its split's
+    sink spill files itself: its outputs are only (EXAMPLES, (split, (shard, path))), once per
+    file, and ONE (SUMS, (stats, tokens)); the spilled records are exactly the examples the
+    per-user builder makes, and the sums are the users' sums (what Beam's DaskRunner, which
+    holds a task's outputs as a list, then holds is a few names, not the examples)."""
+    from collections import Counter
+
+    from pipelines import filegroup
+    from pipelines import transforms as T
+    from pipelines.examples import INF, BuildConfig, UserExampleBuilder
+    from pipelines.pages import organize_user
+    from pipelines.spillfiles import iter_spill
+
+    rows = []
+    for u in range(3):
+        for k in range(9):
+            rows.append(dict(page_id=f"p{u}_{k // 3}", user_id=f"u{u}", item_id=f"i{(u + k) % 5}",
+                             clicked=int(k % 3 == 0), timestamp=1000 + 10 * k, position=k % 3,
+                             is_history=int(k < 2), trigger_item_id="", category_id=f"c{k % 2}",
+                             seller_id="s0", _origin=f"f:{u * 9 + k + 2}"))
+    spill = filegroup.SpillFn(str(tmp_path / "users"), num_partitions=1)
+    spill.start_bundle()
+    paths = [path for r in rows for _, path in spill.process((r["user_id"], r))]
+    spill.finish_bundle()
+    table = {f"i{j}": (f"c{j % 2}", "s0") for j in range(5)}
+    ctx_path = T.write_context((table, sorted(table), (INF, INF)), str(tmp_path / "ctx.pickle"))
+    cfg = BuildConfig(short_len=4, long_len=6, max_context=3)
+    sinks = {split: (str(tmp_path / split), 2, 7) for split in T.SPLIT_FIELD}
+    fn = T.BuildPartitionFn(cfg, sinks)
+    fn.setup()
+    out = list(fn.process((0, {"spill": [paths], "ctx": [ctx_path]})))
+
+    assert [t for t, _ in out[:-1]] == [T.EXAMPLES] * (len(out) - 1) and out[-1][0] == T.SUMS
+    names = [v for _, v in out[:-1]]
+    assert len({path for _, (_, path) in names}) == len(names)  # one name per file
+    got = {split: sorted(r for s, (_, path) in names if s == split for r in iter_spill(path))
+           for split in T.SPLIT_FIELD}
+    builder, item_table, universe, cutoffs = UserExampleBuilder(cfg), *T.read_context(ctx_path)
+    want = {split: [] for split in T.SPLIT_FIELD}
+    stats, tokens = Counter(), Counter()
+    for u in range(3):
+        log = organize_user(f"u{u}", [r for r in rows if r["user_id"] == f"u{u}"])[0]
+        for split, ex in builder.build(log, item_table, universe, cutoffs, stats, tokens):
+            want[split].append(ex)
+    assert got == {split: sorted(v) for split, v in want.items()}
+    assert sum(map(len, got.values())) > 0
+    assert out[-1][1] == (stats, tokens)
+
+
+def test_item_partials_through_files_equal_in_memory(tmp_path):
+    """OrganizePartitionFn with a partials_prefix writes each item-hash bucket's table to a
+    file and emits its name; MergeItemSides reads the names as it reads the tables."""
+    from collections import Counter
+
+    from pipelines import transforms as T
+
+    tables = [{"i1": (Counter(c1=2), Counter(s1=1)), "i2": (Counter(c2=1), Counter())},
+              {"i1": (Counter(c1=1, c3=4), Counter(s2=3))}]
+    paths = [T.dump_value(t, str(tmp_path / f"part{k}.pickle")) for k, t in enumerate(tables)]
+    merge = T.MergeItemSides()
+    in_memory = merge.extract_output(merge.merge_accumulators(
+        [merge.add_input(merge.create_accumulator(), t) for t in tables]))
+    from_files = merge.extract_output(merge.merge_accumulators(
+        [merge.add_input(merge.create_accumulator(), p) for p in paths]))
+    assert from_files == in_memory == {"i1": ("c3", "s2"), "i2": ("c2", "")}
