@@ -38,6 +38,7 @@ from aqcl import losses as aloss
 from aqcl.aqcl_plugin import codebook_problem, view_rows_problem
 from aqcl.projector import Projector
 
+from ctrcore.layers import GatherMemo
 from ctrcore.model import AuxLoss
 
 __all__ = ["AQCLLoss", "ICLLoss", "history_feature_groups"]
@@ -111,7 +112,12 @@ class _TwoViewLoss(AuxLoss):
         groups = self.history_groups or history_feature_groups(model, features)
         if self.view_rows is not None:
             features = {k: self.view_slice(v) for k, v in features.items()}
-        aug = augment.mask_history(features, groups, self.mask_rate, mask_seed)
+        aug, keeps = augment.mask_history_with_keep(features, groups, self.mask_rate, mask_seed)
+        memo = GatherMemo.active()
+        if memo is not None:  # the second view's rows come from the first view's gathers
+            for n, keep in keeps.items():
+                if isinstance(features[n], tf.Tensor) and features[n].dtype.is_integer:
+                    memo.derive(aug[n], features[n], keep)
         # training=True for the augmented view only while training (model dropout is part of
         # the augmentation; at evaluation batch-norm statistics must not be updated)
         out_pos = model.backbone(aug, training=training, emb_dropout=self.emb_dropout,

@@ -49,10 +49,42 @@ from benchmarks.train import load_average, run_worker, time_fit
 HISTORY_SIDES = ("item_id", "category_id", "seller_id")
 
 
-def deepctr_worker(a) -> dict:
+def deepctr_inputs(spec, emb_dim: int) -> dict:
+    """DeepCTR's view of our examples: ``StringLookup``s on our vocabularies (padding -> 0, OOV
+    -> 1, as ours), the feature columns and ``to_ids`` (a parsed batch -> DeepCTR's input dict).
+
+    ``{"user", "target", "hist"}``: SparseFeat columns of the user features and of the target's
+    sides, VarLenSparseFeat columns of the short history (named ``hist_<side>``, sharing the
+    target's tables; maxlen ``short_len``); ``"to_ids"``; ``"names"``: the parsed features it
+    reads (without the label)."""
     import tensorflow as tf
     import tf_keras as keras
     from deepctr.feature_column import SparseFeat, VarLenSparseFeat
+
+    lookups = {v: keras.layers.StringLookup(vocabulary=spec.vocab_path(v), mask_token="",
+                                            num_oov_indices=1) for v in spec.vocabularies}
+    size = {v: int(l.vocabulary_size()) for v, l in lookups.items()}
+    user_feats = ["user_id"] + [f"user_{p}" for p in spec.config.user_profile]
+    L = spec.config.short_len
+    user = [SparseFeat(n, size[spec.features[n].vocab], embedding_dim=emb_dim) for n in user_feats]
+    target = [SparseFeat(s, size[s], embedding_dim=emb_dim) for s in HISTORY_SIDES]
+    hist = [VarLenSparseFeat(SparseFeat(f"hist_{s}", size[s], embedding_dim=emb_dim, embedding_name=s),
+                             maxlen=L) for s in HISTORY_SIDES]
+
+    def to_ids(f):
+        x = {n: tf.cast(lookups[spec.features[n].vocab](f[n]), tf.int32)[:, None] for n in user_feats}
+        for s in HISTORY_SIDES:
+            x[s] = tf.cast(lookups[s](f[s]), tf.int32)[:, None]
+            x[f"hist_{s}"] = tf.cast(lookups[s](f[f"short_{s}s"]), tf.int32)
+        return x
+
+    names = user_feats + list(HISTORY_SIDES) + [f"short_{s}s" for s in HISTORY_SIDES]
+    return {"user": user, "target": target, "hist": hist, "to_ids": to_ids, "names": names}
+
+
+def deepctr_worker(a) -> dict:
+    import tensorflow as tf
+    import tf_keras as keras
     from deepctr.models import DIN
 
     from ctrcore import schema
@@ -60,29 +92,17 @@ def deepctr_worker(a) -> dict:
 
     spec = schema.load_spec(a.data_dir)
     keras.utils.set_random_seed(0)
-    lookups = {v: keras.layers.StringLookup(vocabulary=spec.vocab_path(v), mask_token="",
-                                            num_oov_indices=1) for v in spec.vocabularies}
-    size = {v: int(l.vocabulary_size()) for v, l in lookups.items()}
-    user_feats = ["user_id"] + [f"user_{p}" for p in spec.config.user_profile]
-    L = spec.config.short_len
-    cols = [SparseFeat(n, size[spec.features[n].vocab], embedding_dim=a.emb_dim) for n in user_feats]
-    cols += [SparseFeat(s, size[s], embedding_dim=a.emb_dim) for s in HISTORY_SIDES]
-    cols += [VarLenSparseFeat(SparseFeat(f"hist_{s}", size[s], embedding_dim=a.emb_dim, embedding_name=s),
-                              maxlen=L) for s in HISTORY_SIDES]
-    model = DIN(cols, list(HISTORY_SIDES), dnn_hidden_units=(200, 80), dnn_activation="relu",
-                att_hidden_size=(80, 40), att_activation="sigmoid", att_weight_normalization=False,
-                l2_reg_embedding=0.0, dnn_dropout=0.2, task="binary")
+    dc = deepctr_inputs(spec, a.emb_dim)
+    model = DIN(dc["user"] + dc["target"] + dc["hist"], list(HISTORY_SIDES), dnn_hidden_units=(200, 80),
+                dnn_activation="relu", att_hidden_size=(80, 40), att_activation="sigmoid",
+                att_weight_normalization=False, l2_reg_embedding=0.0, dnn_dropout=0.2, task="binary")
     model.compile(keras.optimizers.legacy.Adagrad(0.001, initial_accumulator_value=0.1),
                   "binary_crossentropy")
 
     def to_ids(f):
-        x = {n: tf.cast(lookups[spec.features[n].vocab](f[n]), tf.int32)[:, None] for n in user_feats}
-        for s in HISTORY_SIDES:
-            x[s] = tf.cast(lookups[s](f[s]), tf.int32)[:, None]
-            x[f"hist_{s}"] = tf.cast(lookups[s](f[f"short_{s}s"]), tf.int32)
-        return x, tf.cast(f[spec.label], tf.float32)[:, None]
+        return dc["to_ids"](f), tf.cast(f[spec.label], tf.float32)[:, None]
 
-    names = user_feats + list(HISTORY_SIDES) + [f"short_{s}s" for s in HISTORY_SIDES] + [spec.label]
+    names = dc["names"] + [spec.label]
     ds = make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True,
                       features=names)
     ds = ds.map(to_ids, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

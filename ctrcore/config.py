@@ -18,6 +18,7 @@ OPTIMIZERS = ("adagrad", "adam", "composite")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "parameter_server")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 TRAIN_INPUTS = ("auto", "stream", "cache", "memory")
+DIN_WIDE = ("", "linear", "wide")  # --din_wide
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,13 @@ class TrainConfig:
                                   "target x trigger category cross); the other backbones ignore it.")
     activation: str = option("relu", "Activation of the hidden layers of the MLPs (a Keras name).")
     intent_units: List[int] = option([64], "Hidden units of the intent MLP of dihn / dian.")
+    din_att_activation: str = option("sigmoid", "Activation of the hidden layers of the DIN attention unit "
+                                           "(din): a Keras name, or prelu / dice (the DIN paper's; "
+                                           "one PReLU / Dice layer per hidden layer).")
+    din_wide: str = option("", "din only: '' (none) | linear (add first-order weights of the user and "
+                               "target ids to the logit, as W&D / DeepFM have) | wide (add the whole "
+                               "W&D wide head: those weights + the hashed target x history category "
+                               "cross).")
     # -- reproducibility / performance --------------------------------------------------------
     seed: int = option(0, "Seed of weights init, dropout, shuffling (tf_keras.utils.set_random_seed).")
     deterministic: bool = option(False, "Deterministic input order (sequential shards, no parallel "
@@ -147,7 +155,8 @@ class TrainConfig:
                 "cm_dim": self.cm_dim, "cm_units": list(self.cm_units), "batch_norm": self.batch_norm,
                 "din_units": list(self.din_units), "din_softmax": self.din_softmax,
                 "wide_buckets": self.wide_buckets, "use_trigger": self.use_trigger,
-                "activation": self.activation, "intent_units": list(self.intent_units)}
+                "activation": self.activation, "intent_units": list(self.intent_units),
+                "din_att_activation": self.din_att_activation, "din_wide": self.din_wide}
 
     def validate(self, check_data: bool = True) -> None:
         """Raise :class:`ConfigError` naming every problem found (generic checks only)."""
@@ -182,6 +191,8 @@ class TrainConfig:
             units = getattr(self, name)
             if not units or any(int(u) <= 0 for u in units):
                 errs.append(f"--{name} must be a non-empty list of positive ints, got {units}")
+        if self.din_wide not in DIN_WIDE:
+            errs.append(f"--din_wide={self.din_wide!r} unknown; choose one of {DIN_WIDE}")
         if any(int(u) <= 0 for u in self.cm_units):
             errs.append(f"--cm_units must be a list of positive ints (may be empty), got {self.cm_units}")
         if self.distribution not in DISTRIBUTIONS:

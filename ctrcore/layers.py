@@ -19,6 +19,7 @@ other value -> the one OOV bucket 1 (``IdLookup.oov_only``), and a warning names
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -169,9 +170,83 @@ class IdEmbedding(keras.layers.Layer):
     def call(self, ids):
         if not self.built:
             self.build(None)
+        memo = GatherMemo.active()
+        if memo is not None:
+            return memo.gather(self, ids)
+        return self.gather(ids)
+
+    def gather(self, ids):
+        """The rows of ``ids`` (no memo)."""
         if isinstance(self.embeddings, _ShardedVariable):  # ParameterServerStrategy partitioner:
             return tf.nn.embedding_lookup(self.embeddings, ids)  # gathers per shard, no concat
         return tf.gather(self.embeddings, ids)
+
+
+class GatherMemo:
+    """Embedding-row gathers shared within one loss computation (trace time only, no state in
+    the graph): ``with GatherMemo():`` around a forward pass and the aux losses of the same step
+    (``CTRModel.compute_terms``).
+
+    * A second gather of the *same* ids tensor by the same :class:`IdEmbedding` returns the first
+      gather's output (same values: same rows, same step).
+    * :meth:`derive` declares ``new_ids = where(keep, base_ids, PAD_ID)`` (AQCL's history
+      masking); a gather of ``new_ids`` is then ``where(keep, gather(base_ids), row PAD_ID)``,
+      which is the same value as gathering ``new_ids``.
+
+    So a second view of the same batch gathers no rows of its own: its embedding gradients flow
+    into the first view's gathered rows, and the optimizer de-duplicates (Unique +
+    UnsortedSegmentSum) one set of looked-up rows per table instead of two. Gradients are the
+    same sums (rounding aside). The memo is per thread (replicas of ``tf.distribute`` trace in
+    their own threads) and nests (the innermost is active).
+    """
+
+    _local = threading.local()
+
+    def __init__(self):
+        self._gathers = {}  # (id(layer), ids.ref()) -> (layer, ids, rows)
+        self._derived = {}  # new_ids.ref() -> (new_ids, base_ids, keep)
+
+    @classmethod
+    def active(cls) -> Optional["GatherMemo"]:
+        stack = getattr(cls._local, "stack", None)
+        return stack[-1] if stack else None
+
+    def __enter__(self):
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        self._local.stack.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._local.stack.pop()
+        self._gathers.clear()
+        self._derived.clear()
+        return False
+
+    def derive(self, new_ids, base_ids, keep) -> None:
+        """Declare ``new_ids == where(keep, base_ids, PAD_ID)`` (same shape; ``keep`` bool)."""
+        if isinstance(new_ids, tf.Tensor) and isinstance(base_ids, tf.Tensor) and new_ids is not base_ids:
+            self._derived[new_ids.ref()] = (new_ids, base_ids, keep)
+
+    def gather(self, layer: IdEmbedding, ids):
+        if not isinstance(ids, tf.Tensor) or isinstance(layer.embeddings, _ShardedVariable):
+            return layer.gather(ids)
+        key = (id(layer), ids.ref())
+        hit = self._gathers.get(key)
+        if hit is not None:
+            return hit[2]
+        derived = self._derived.get(ids.ref())
+        if derived is not None:
+            _, base, keep = derived
+            rows = self.gather(layer, base)
+            pad = tf.gather(layer.embeddings, tf.constant(PAD_ID, ids.dtype))  # [dim]
+            keep = tf.reshape(tf.cast(keep, tf.bool), tf.concat([tf.shape(keep), [1]], 0))
+            out = tf.where(keep, rows, tf.cast(pad, rows.dtype))
+        else:
+            out = layer.gather(ids)
+        # the layer and ids are kept alive with the entry, so their ids are not reused
+        self._gathers[key] = (layer, ids, out)
+        return out
 
 
 def matmul_last(x, kernel):
@@ -329,18 +404,62 @@ class TargetAttention(keras.layers.Layer):
         return tf.matmul(tf.reshape(pooled, [-1, h * d]), n_vo) + c_vo
 
 
+class Dice(keras.layers.Layer):
+    """Dice (DIN paper Eq. 9): ``p = sigmoid(BN(x))``, ``y = p * x + (1 - p) * alpha * x``; the
+    batch norm has no centre / scale (its statistics over every axis but the last), ``alpha`` one
+    weight per unit (zeros at start, as DeepCTR's ``Dice``)."""
+
+    def __init__(self, epsilon: float = 1e-9, **kwargs):
+        super().__init__(**kwargs)
+        self.bn = keras.layers.BatchNormalization(axis=-1, epsilon=epsilon, center=False, scale=False,
+                                                  name="bn")
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight("alpha", shape=[int(input_shape[-1])], initializer="zeros",
+                                     trainable=True)
+        super().build(input_shape)
+
+    def call(self, x, training=False):
+        p = tf.sigmoid(self.bn(x, training=training))
+        return p * x + (1.0 - p) * tf.cast(self.alpha, x.dtype) * x
+
+
+#: DIN attention activations that are layers with weights (one per hidden layer of the unit)
+PARAMETRIC_ACTIVATIONS = ("prelu", "dice")
+
+
 class DinAttention(keras.layers.Layer):
     """DIN's local activation unit: weight_j = MLP([q, k_j, q - k_j, q * k_j]), masked.
 
     ``softmax=False`` (default, as in DIN): weights are not normalised, output is the weighted
     *sum* of the sequence (keeps the intensity of the user's interest); masked positions get weight
     0. ``softmax=True``: softmax over the unmasked positions (an all-padding sequence gives zeros).
+    ``activation``: of the unit's hidden layers, a Keras name (default ``sigmoid``) or one of
+    :data:`PARAMETRIC_ACTIVATIONS`: ``prelu`` (PReLU, one slope per unit, zeros at start) or
+    ``dice`` (:class:`Dice`), the DIN paper's; these add one layer per hidden layer (``act_<i>``).
     """
 
     def __init__(self, units: Sequence[int] = (80, 40), activation="sigmoid", softmax: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.softmax = softmax
-        self.mlp = MLP(list(units) + [1], activation=activation, linear_last=True, name="att_mlp")
+        parametric = isinstance(activation, str) and activation.lower() in PARAMETRIC_ACTIVATIONS
+        self.mlp = MLP(list(units) + [1], activation=None if parametric else activation, linear_last=True,
+                       name="att_mlp")
+        self.acts = []
+        if parametric:
+            kind = activation.lower()
+            self.acts = [keras.layers.PReLU(shared_axes=[1], name=f"act_{i}") if kind == "prelu"
+                         else Dice(name=f"act_{i}") for i in range(len(units))]
+
+    def _unit(self, pre, training):
+        """The unit from the first Dense's pre-activation on -> ``[B, L]`` scores."""
+        if not self.acts:
+            return self.mlp.finish_first(pre, training=training)[..., 0]
+        d = self.mlp.denses
+        x = pre + tf.cast(d[0].bias, pre.dtype)
+        for i, act in enumerate(self.acts):
+            x = d[i + 1](act(x, training=training))
+        return x[..., 0]
 
     def call(self, query, seq, mask, training=False):
         mask = tf.cast(mask, tf.bool)
@@ -354,7 +473,7 @@ class DinAttention(keras.layers.Layer):
         pre = (tf.matmul(query, w[:d] + w[2 * d:3 * d])[:, None, :]
                + matmul_last(seq, w[d:2 * d] - w[2 * d:3 * d])
                + matmul_last(query[:, None, :] * seq, w[3 * d:]))
-        score = self.mlp.finish_first(pre, training=training)[..., 0]  # [B, L]
+        score = self._unit(pre, training)  # [B, L]
         if self.softmax:
             score = tf.where(mask, score, tf.fill(tf.shape(score), tf.constant(-1e9, score.dtype)))
             w = tf.nn.softmax(score, axis=-1)

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from ctrcore.layers import GatherMemo
 from ctrcore.schema import PAD, FeatureSpec
 
 
@@ -148,7 +149,14 @@ class CTRModel(tfrs.Model):
         return {"logits": logits, "probabilities": tf.sigmoid(logits)}
 
     def compute_terms(self, features, training=False, outputs=None):
-        """``(terms, outputs)``: named loss terms (incl. ``total``) and the backbone outputs."""
+        """``(terms, outputs)``: named loss terms (incl. ``total``) and the backbone outputs.
+
+        The forward pass and the aux losses share one :class:`ctrcore.layers.GatherMemo`: a
+        second view of the batch (AQCL) reuses the embedding rows the first view gathered."""
+        with GatherMemo():
+            return self._compute_terms(features, training, outputs)
+
+    def _compute_terms(self, features, training=False, outputs=None):
         if outputs is None:
             outputs = self.backbone(features, training=training)
         labels = tf.cast(features[self.spec.label], tf.float32)

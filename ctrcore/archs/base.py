@@ -41,6 +41,8 @@ class HParams:
     use_trigger: Optional[bool] = None  # W&D / DeepFM: add the trigger's ids (and cross); None = no
     activation: str = "relu"  # activation of the hidden layers
     intent_units: Tuple[int, ...] = (64,)  # hidden units of DIHN's / DIAN's intent MLP
+    din_att_activation: str = "sigmoid"  # DIN attention unit's hidden activation (+ prelu, dice)
+    din_wide: str = ""  # DIN: "" | "linear" (+ first-order id weights) | "wide" (+ the W&D wide head)
 
     def __post_init__(self):
         for f in ("mlp_units", "cm_units", "din_units", "intent_units"):
