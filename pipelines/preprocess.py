@@ -28,13 +28,16 @@ output of (tag, value) pairs split by FlatMaps, never a multi-output ParDo)::
       | (rows, (user, row)) -> spill files by hash(user) % --user_partitions            |
       | (only (partition, [file names]) are grouped; --user_grouping=shuffle: GroupByKey) |
   pass 1, per partition: organize each user (cap, dedup, pages) --(dead, d)--> -------> dead letters -> files
-      | (logs, UserLog) --> item table + page-timestamp histogram -> ONE context value
+      | (logs, UserLog) --> the partition's item-side tables (one file per item-hash bucket)
+      |                     + page-timestamp histogram -> ONE context value
       |                      (item table, item universe, time cutoffs) -> ONE file
   pass 2, per partition (joined with the context file's name): organize again and build
-      | ONE tuple per user
-      |-- train / valid / test examples -> sharded GZIP TFRecord files
-      |-- stats Counter per user -> summed -+
-      '-- token Counter per user -> summed -> vocab files -> sizes -+
+      |-- train / valid / test examples -> spilled by the builder into the sinks' spill
+      |                                    files -> (shard, name) -> sharded GZIP TFRecord files
+      |-- the partition's stats Counter -> summed -+
+      '-- the partition's token Counter -> summed -> vocab files -> sizes -+
+  (--user_grouping=shuffle: ONE tuple per user, its examples spilled by WriteShards, its
+  Counters summed by lifted combiners)
   rows read, dead-letter reasons, cutoffs, file paths of every sink -+-> Stats: stats.json,
                                                                          feature_spec.json,
                                                                          spill files deleted
