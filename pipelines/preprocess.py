@@ -24,7 +24,7 @@ Outputs:
 Graph (see docs in pipelines/examples.py for the example semantics; every fan-out is one
 output of (tag, value) pairs split by FlatMaps, never a multi-output ParDo)::
 
-  read shards -> canonicalize --(dead, d)--> -------------------------------------------+
+  read shards + canonicalize --(dead, d)--> -------------------------------------------+
       | (rows, (user, row)) -> spill files by hash(user) % --user_partitions            |
       | (only (partition, [file names]) are grouped; --user_grouping=shuffle: GroupByKey) |
   pass 1, per partition: organize each user (cap, dedup, pages) --(dead, d)--> -------> dead letters -> files
@@ -155,17 +155,20 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
         source.split_bytes = read_split_bytes(source, cfg, p.options)
     grouping = resolve_user_grouping(cfg.user_grouping, p.options)
     chunk = int(cfg.spill_chunk_mb * (1 << 20))
-    raw = p | "Read" >> T.ReadSource(source, plan_at_build=is_dask(p.options), with_counts=True)
-    canon = raw | "Canonicalize" >> beam.ParDo(T.CanonicalizeFn(source.canonical_kwargs()))
+    # the rows are canonicalized (and, grouped through files, spilled) inside the reading step:
+    # no collection of raw rows (T.ReadShardsFn)
+    then = [T.CanonicalizeFn(source.canonical_kwargs())]
+    spill_prefix = temp_prefix(p.options, out) if grouping == "files" else ""
+    if grouping == "files":
+        # (the rows' one consumer; dead letters and shard counts pass through it)
+        then.append(T.SpillRowsFn(spill_prefix + "users", cfg.user_partitions, cfg.seed))
+    canon = p | "Read" >> T.ReadSource(source, plan_at_build=is_dask(p.options),
+                                       with_counts=True, then=then)
     if grouping == "files":
         # users grouped through spill files (pipelines/filegroup.py): only the files' names
         # cross the runner; the per-user work runs twice over them (pass 1 here: combiner
         # inputs and dead letters; pass 2 below: the examples), no UserLog is held between
         # stages
-        spill_prefix = temp_prefix(p.options, out)
-        # (the rows' one consumer; dead letters and shard counts pass through it)
-        canon = canon | "SpillUsers" >> beam.ParDo(T.SpillRowsFn(
-            spill_prefix + "users", cfg.user_partitions, cfg.seed))
         parts = (canon | "SpilledParts" >> beam.FlatMap(T.select, T.SPILLED)
                  | "GroupPaths" >> beam.GroupByKey())
         organized = parts | "Organize" >> beam.ParDo(T.OrganizePartitionFn(
@@ -182,7 +185,6 @@ def build_pipeline(p: beam.Pipeline, source, cfg: PreprocessConfig) -> Dict[str,
                    | "TagTs" >> beam.Map(lambda c: ("ts_counts", c)))
         logs = None
     else:
-        spill_prefix = ""
         keyed = canon | "KeyedRows" >> beam.FlatMap(T.select, T.ROWS)  # (user_id, row)
         organized = (keyed
                      | "GroupByUser" >> beam.GroupByKey()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, Iterator, Sequence, Tuple
 
 import apache_beam as beam
 
@@ -34,30 +34,28 @@ class ReadSource(beam.PTransform):
     DaskRunner, would re-count for every bundle), and the shards are read after a reshuffle.
     No tagged outputs, so the transform runs unchanged on every runner."""
 
-    def __init__(self, source, plan_at_build: bool = False, with_counts: bool = False):
+    def __init__(self, source, plan_at_build: bool = False, with_counts: bool = False,
+                 then: Sequence[beam.DoFn] = ()):
         """``plan_at_build``: plan the shards now, in the launcher, and ``Create`` them (a
         runner that keeps the partitioning of a ``Create`` through the job, such as Beam's
         DaskRunner, then reads one large file in as many tasks as it has shards); otherwise
         the files are planned in parallel by the workers. ``with_counts``: after each shard's
         rows, one :class:`ShardCount` of them (the job counts the rows read from these, not
         from the rows: a runner that does not lift combiners, such as Beam's DaskRunner,
-        would gather every row into one group to count it)."""
+        would gather every row into one group to count it). ``then``: DoFns that every item
+        read goes through inside the reading step (:class:`ReadShardsFn`), so the raw rows
+        never form a collection of their own (Beam's DaskRunner holds a step's whole output
+        of a task as a list, and keeps it until the job's end: measured, 1M raw and 1M
+        canonical rows alive in a worker at the final merge)."""
         super().__init__()
         self.source, self.plan_at_build = source, plan_at_build
-        self.with_counts = with_counts
+        self.with_counts, self.then = with_counts, list(then)
 
     def expand(self, p):
         files = list(self.source.files())
         if not files:
             raise FileNotFoundError(f"source {getattr(self.source, 'name', '?')!r}: no input files")
         source = self.source
-
-        def read_counted(shard_base):
-            n = 0
-            for item in source.read_shard(*shard_base):
-                n += 1
-                yield item
-            yield ShardCount(n)
 
         if self.plan_at_build:
             shards = p | "Shards" >> beam.Create([s for f in files for s in source.plan(f)])
@@ -77,8 +75,57 @@ class ReadSource(beam.PTransform):
                 | "JoinLineBases" >> beam.CoGroupByKey()
                 | "WithLineBase" >> beam.FlatMap(_shard_with_base)
                 | "SpreadShards" >> beam.Reshuffle()
-                | "ReadShards" >> beam.FlatMap(read_counted if self.with_counts
-                                               else lambda sb: source.read_shard(*sb)))
+                | "ReadShards" >> beam.ParDo(ReadShardsFn(source, self.with_counts, self.then)))
+
+
+class ReadShardsFn(beam.DoFn):
+    """``(shard, line base)`` -> the shard's items (``source.read_shard``), then one
+    :class:`ShardCount` (``with_counts``), each passed through the DoFns ``then`` in turn
+    inside this one step (their ``setup``, ``start_bundle``, ``finish_bundle`` and
+    ``teardown`` are called with this DoFn's; what their ``finish_bundle`` would emit is not
+    supported, and none of the job's does)."""
+
+    def __init__(self, source, with_counts: bool = False, then: Sequence[beam.DoFn] = ()):
+        self.source, self.with_counts, self.then = source, with_counts, list(then)
+
+    def setup(self):
+        for fn in self.then:
+            fn.setup()
+
+    def start_bundle(self):
+        for fn in self.then:
+            fn.start_bundle()
+
+    def process(self, shard_base):
+        items = self._read(shard_base)
+        for fn in self.then:
+            items = _through(fn, items)
+        yield from items
+
+    def _read(self, shard_base):
+        n = 0
+        for item in self.source.read_shard(*shard_base):
+            n += 1
+            yield item
+        if self.with_counts:
+            yield ShardCount(n)
+
+    def finish_bundle(self):
+        for fn in self.then:
+            if fn.finish_bundle():
+                raise RuntimeError(f"{type(fn).__name__}.finish_bundle emitted outputs, which "
+                                   "ReadShardsFn does not pass on")
+
+    def teardown(self):
+        for fn in self.then:
+            fn.teardown()
+
+
+def _through(fn: beam.DoFn, items: Iterable) -> Iterator:
+    for item in items:
+        out = fn.process(item)
+        if out:
+            yield from out
 
 
 class ShardCount(int):
