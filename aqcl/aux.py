@@ -10,6 +10,10 @@ One train step (Algorithm 1, lines 3-7, in one gradient computation):
    ``z = g(outputs["latent"])``.
 2. Second view: ``mask_history`` on the feature dict (stateless seed) and the backbone again
    with embedding dropout (``emb_dropout``, stateless seed) -> ``latent+``; ``z+ = g(latent+)``.
+   The second view gathers no embedding rows of its own: inside ``CTRModel.compute_terms``
+   (a ``ctrcore.layers.GatherMemo``) its rows are the first view's, with the masked positions
+   replaced by the padding row (the same values; the optimizer then de-duplicates one set of
+   rows per table, not two). Both views go through the projector as one batch.
 3. alpha per example from ``history_length`` and ``mean_history_length`` (Eq. 6).
 
 ``view_rows`` (default None: the whole batch, as in the paper) limits steps 2-4 to the first
@@ -122,8 +126,13 @@ class _TwoViewLoss(AuxLoss):
         # the augmentation; at evaluation batch-norm statistics must not be updated)
         out_pos = model.backbone(aug, training=training, emb_dropout=self.emb_dropout,
                                  seed=drop_seed)
-        z = self.projector(self.view_slice(outputs["latent"]))
-        z_pos = self.projector(out_pos["latent"])
+        if self.view_rows is None:  # both views through the projector as one batch
+            n = tf.shape(outputs["latent"])[0]
+            z_both = self.projector(tf.concat([outputs["latent"], out_pos["latent"]], 0))
+            z, z_pos = z_both[:n], z_both[n:]
+        else:
+            z = self.projector(self.view_slice(outputs["latent"]))
+            z_pos = self.projector(out_pos["latent"])
         if training is None:
             training = False
         self.step.assign_add(tf.cast(training, tf.int64))

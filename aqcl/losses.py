@@ -43,11 +43,17 @@ def _instance_logits(z, z_pos, tau, negatives, mask):
     """Logits sim(z_j, z')/tau over {z+_j} u Z-_j and their validity mask.
 
     Returns (pos_logit [B], logits [B, N], valid [B, N]) where ``logits`` contains the positive
-    (diagonal of the first block) and all negatives.
+    (diagonal of the first block) and all negatives; ``valid`` is None when every entry is valid
+    (no mask, ``negatives="views"``): the callers then skip the masking (same values, fewer
+    ``[B, N]`` operations).
     """
     z = tf.cast(z, tf.float32)
     z_pos = tf.cast(z_pos, tf.float32)
     tau = tf.cast(tau, tf.float32)
+    sim_pp = cosine_matrix(z, z_pos) / tau  # [B, B]: row j = sim(z_j, z+_k)
+    pos_logit = tf.linalg.diag_part(sim_pp)
+    if mask is None and negatives == "views":
+        return pos_logit, sim_pp, None
     b = tf.shape(z)[0]
     eye = tf.eye(b, dtype=tf.bool)
     if mask is None:
@@ -55,8 +61,6 @@ def _instance_logits(z, z_pos, tau, negatives, mask):
     else:
         row_ok = tf.cast(mask, tf.bool)
     col_ok = tf.broadcast_to(row_ok[None, :], [b, b])
-    sim_pp = cosine_matrix(z, z_pos) / tau  # [B, B]: row j = sim(z_j, z+_k)
-    pos_logit = tf.linalg.diag_part(sim_pp)
     logits = [sim_pp]
     valid = [tf.logical_or(eye, col_ok)]  # the diagonal (own positive) is always there
     if negatives == "both":
@@ -72,8 +76,15 @@ def icl_loss_per_example(z, z_pos, tau, negatives="views", mask=None):
     """Per-example ICL loss (Eq. 2):
     ``-log exp(sim(z,z+)/tau) / sum_{z' in {z+} u Z-} exp(sim(z,z')/tau)``. Returns [B]."""
     pos_logit, logits, valid = _instance_logits(z, z_pos, tau, negatives, mask)
-    lse = tf.reduce_logsumexp(tf.where(valid, logits, _NEG * tf.ones_like(logits)), axis=-1)
+    lse = tf.reduce_logsumexp(_masked(logits, valid), axis=-1)
     return lse - pos_logit
+
+
+def _masked(logits, valid):
+    """``logits`` with the entries outside ``valid`` set to -1e9 (``valid`` None: all valid)."""
+    if valid is None:
+        return logits
+    return tf.where(valid, logits, _NEG * tf.ones_like(logits))
 
 
 def icl_loss(z, z_pos, tau, negatives="views", mask=None):
@@ -114,7 +125,7 @@ def aqcl_loss_per_example(z, z_pos, codebook, alpha, tau1, tau2, top_k, negative
     alpha = tf.cast(alpha, tf.float32)
     alpha = tf.broadcast_to(alpha, tf.shape(pos_logit))
     log_num = (1.0 - alpha) * pos_logit + alpha * tf.reduce_logsumexp(top, axis=-1)
-    all_logits = tf.concat([tf.where(valid, logits, _NEG * tf.ones_like(logits)), code_logits], 1)
+    all_logits = tf.concat([_masked(logits, valid), code_logits], 1)
     log_den = tf.reduce_logsumexp(all_logits, axis=-1)
     return log_den - log_num
 

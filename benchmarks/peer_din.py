@@ -49,14 +49,15 @@ from benchmarks.train import load_average, run_worker, time_fit
 HISTORY_SIDES = ("item_id", "category_id", "seller_id")
 
 
-def deepctr_inputs(spec, emb_dim: int) -> dict:
+def deepctr_inputs(spec, emb_dim: int, embeddings_initializer=None) -> dict:
     """DeepCTR's view of our examples: ``StringLookup``s on our vocabularies (padding -> 0, OOV
     -> 1, as ours), the feature columns and ``to_ids`` (a parsed batch -> DeepCTR's input dict).
 
     ``{"user", "target", "hist"}``: SparseFeat columns of the user features and of the target's
     sides, VarLenSparseFeat columns of the short history (named ``hist_<side>``, sharing the
     target's tables; maxlen ``short_len``); ``"to_ids"``; ``"names"``: the parsed features it
-    reads (without the label)."""
+    reads (without the label). ``embeddings_initializer``: of every table (None: DeepCTR's default,
+    ``RandomNormal(0, 1e-4, seed=2020)``)."""
     import tensorflow as tf
     import tf_keras as keras
     from deepctr.feature_column import SparseFeat, VarLenSparseFeat
@@ -66,9 +67,10 @@ def deepctr_inputs(spec, emb_dim: int) -> dict:
     size = {v: int(l.vocabulary_size()) for v, l in lookups.items()}
     user_feats = ["user_id"] + [f"user_{p}" for p in spec.config.user_profile]
     L = spec.config.short_len
-    user = [SparseFeat(n, size[spec.features[n].vocab], embedding_dim=emb_dim) for n in user_feats]
-    target = [SparseFeat(s, size[s], embedding_dim=emb_dim) for s in HISTORY_SIDES]
-    hist = [VarLenSparseFeat(SparseFeat(f"hist_{s}", size[s], embedding_dim=emb_dim, embedding_name=s),
+    init = {} if embeddings_initializer is None else {"embeddings_initializer": embeddings_initializer}
+    user = [SparseFeat(n, size[spec.features[n].vocab], embedding_dim=emb_dim, **init) for n in user_feats]
+    target = [SparseFeat(s, size[s], embedding_dim=emb_dim, **init) for s in HISTORY_SIDES]
+    hist = [VarLenSparseFeat(SparseFeat(f"hist_{s}", size[s], embedding_dim=emb_dim, embedding_name=s, **init),
                              maxlen=L) for s in HISTORY_SIDES]
 
     def to_ids(f):

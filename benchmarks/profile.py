@@ -51,6 +51,7 @@ def summarise(logdir: str, steps: int, depth: int = 2) -> Dict[str, object]:
         space.ParseFromString(fh.read())
     by_type: Dict[str, float] = collections.Counter()
     by_scope: Dict[str, float] = collections.Counter()
+    count: Dict[str, int] = collections.Counter()
     total = 0.0
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
@@ -66,11 +67,13 @@ def summarise(logdir: str, steps: int, depth: int = 2) -> Dict[str, object]:
                 dur = ev.duration_ps / 1e9  # ms
                 op_type = name.rsplit(":", 1)[-1] if ":" in name else name
                 by_type[op_type] += dur
+                count[op_type] += 1
                 by_scope[_scope(name, depth)] += dur
                 total += dur
     per = lambda c: {k: v / steps for k, v in sorted(c.items(), key=lambda kv: -kv[1])}
-    return {"op_ms_per_step": total / steps, "by_op_type": per(by_type), "by_scope": per(by_scope),
-            "xplane": files[-1]}
+    return {"op_ms_per_step": total / steps, "ops_per_step": sum(count.values()) / steps,
+            "by_op_type": per(by_type), "by_scope": per(by_scope),
+            "ops_by_type": {k: v / steps for k, v in count.most_common()}, "xplane": files[-1]}
 
 
 def run(a) -> dict:
@@ -105,7 +108,8 @@ def run(a) -> dict:
 
 def report(res: dict, top: int) -> None:
     print(f"{res['model']}{'+' + res['aux'] if res['aux'] else ''}: {res['op_ms_per_step']:.1f} ms of "
-          f"op self time per step (traced step: {res['wall_ms_per_step_traced']:.1f} ms wall, "
+          f"op self time in {res['ops_per_step']:.0f} ops per step (traced step: "
+          f"{res['wall_ms_per_step_traced']:.1f} ms wall, "
           f"{res['cpu_ms_per_step_traced']:.1f} ms CPU, tracing included)")
     for title, key in (("by op type", "by_op_type"), ("by layer (scope)", "by_scope")):
         print(f"-- {title}")
@@ -135,7 +139,7 @@ def main(argv: Optional[List[str]] = None):
     report(res, a.top)
     if a.json:  # the top entries only (the trace itself stays in --logdir)
         keep = dict(res, command="python -m benchmarks.profile " + " ".join(argv if argv is not None else sys.argv[1:]))
-        for k in ("by_op_type", "by_scope"):
+        for k in ("by_op_type", "by_scope", "ops_by_type"):
             keep[k] = dict(list(res[k].items())[:60])
         with open(a.json, "w") as fh:
             json.dump(keep, fh, indent=1)

@@ -108,20 +108,19 @@ class CCNLoss(AuxLoss):
         s_ctx = self.context_degrees(model, features, outputs)
         labels = features[model.spec.label]
         ctx_labels = features["context_labels"]
+        # L_S- (Eq. 5-6) and L_S+ (Eq. 7-8) of closs.repulsion_loss / closs.attraction_loss, with
+        # their common parts (set masks, scores, normalised degrees) computed once
+        l_minus, l_plus = closs.ccn_losses(
+            s_target, s_ctx, ctx_labels, labels, self.tau, self.xi,
+            use_repulsion=self.use_repulsion, use_attraction=self.use_attraction,
+            similarity=self.similarity, weighting=self.weighting,
+            stop_gradient_weights=self.stop_gradient_weights, normalize=self.normalize,
+            form=self.attraction_form, exponent_scale=self.attraction_scale,
+            reduction=self.reduction)
         terms = {}
         if self.use_repulsion:
-            l_minus = closs.repulsion_loss(s_target, s_ctx, ctx_labels, labels, self.tau,
-                                           similarity=self.similarity,
-                                           stop_gradient_weights=self.stop_gradient_weights,
-                                           reduction=self.reduction)
             terms["ccn_repulsion"] = self.lambda_ * l_minus
         if self.use_attraction:
-            l_plus = closs.attraction_loss(s_target, s_ctx, ctx_labels, labels, self.xi,
-                                           similarity=self.similarity, weighting=self.weighting,
-                                           stop_gradient_weights=self.stop_gradient_weights,
-                                           normalize=self.normalize, form=self.attraction_form,
-                                           exponent_scale=self.attraction_scale,
-                                           reduction=self.reduction)
             terms["ccn_attraction"] = self.lambda_ * self.attraction_weight * l_plus
         return terms
 

@@ -39,6 +39,7 @@ __all__ = [
     "p_s_minus",
     "attraction_ratio",
     "ccn_total",
+    "ccn_losses",
     "masked_mean",
 ]
 
@@ -103,11 +104,46 @@ def collaborative_similarity(s_target, s_context, similarity="cosine"):
       (r_self [B], r_ctx [B, C]): the target's own score (``s_i`` in Eq. 5) and the context
       items' scores (``s'_i`` in Eq. 5, 6, 8).
     """
-    s_target = tf.cast(s_target, tf.float32)
-    s_context = tf.cast(s_context, tf.float32)
+    return _Parts(s_target, s_context, None, None, similarity).scores()
+
+
+class _Parts:
+    """What both CCN terms compute from the same inputs, each computed once (lazily): the set
+    masks, the scalar scores and the unit collaborative degrees. :func:`ccn_losses` shares one
+    between L_S- and L_S+ (same values as the two functions called separately; the gradient
+    then flows through one normalisation instead of three)."""
+
+    def __init__(self, s_target, s_context, context_labels, target_label, similarity):
+        self.s_target = tf.cast(s_target, tf.float32)
+        self.s_context = tf.cast(s_context, tf.float32)
+        self.context_labels, self.target_label = context_labels, target_label
+        self.similarity = similarity
+        self._masks = self._scores = self._units = None
+
+    def masks(self):
+        """``(pos, neg)`` of :func:`context_masks`."""
+        if self._masks is None:
+            self._masks = context_masks(self.context_labels, self.target_label)
+        return self._masks
+
+    def units(self):
+        """``(t, c)``: ``s_target``, ``s_context`` l2-normalised."""
+        if self._units is None:
+            self._units = (tf.math.l2_normalize(self.s_target, axis=-1, epsilon=_EPS),
+                           tf.math.l2_normalize(self.s_context, axis=-1, epsilon=_EPS))
+        return self._units
+
+    def scores(self):
+        """``(r_self, r_ctx)`` of :func:`collaborative_similarity`."""
+        if self._scores is None:
+            self._scores = _similarity(self, self.similarity)
+        return self._scores
+
+
+def _similarity(parts, similarity):
+    s_target, s_context = parts.s_target, parts.s_context
     if similarity == "cosine":
-        t = tf.math.l2_normalize(s_target, axis=-1, epsilon=_EPS)
-        c = tf.math.l2_normalize(s_context, axis=-1, epsilon=_EPS)
+        t, c = parts.units()
         r_ctx = tf.matmul(c, t[:, :, None])[..., 0]  # [B, C, D] x [B, D, 1]
         r_self = tf.reduce_sum(t * t, axis=-1)  # 1 (0 only for an all-zero s_target)
     elif similarity == "dot":
@@ -155,8 +191,14 @@ def repulsion_loss_per_example(s_target, s_context, context_labels, target_label
     Returns:
       (loss [B] float32, valid [B] bool): ``valid`` = S-_i non-empty; ``loss`` is 0 where not.
     """
-    _, neg = context_masks(context_labels, target_label)
-    r_self, r_ctx = collaborative_similarity(s_target, s_context, similarity)
+    return _repulsion(_Parts(s_target, s_context, context_labels, target_label, similarity), tau,
+                      stop_gradient_weights)
+
+
+def _repulsion(parts, tau, stop_gradient_weights):
+    """:func:`repulsion_loss_per_example` from the shared :class:`_Parts`."""
+    _, neg = parts.masks()
+    r_self, r_ctx = parts.scores()
     tau = tf.cast(tau, tf.float32)
     log_w = _masked_log_softmax(-r_ctx / tau, neg)  # Eq. 6
     if stop_gradient_weights:
@@ -236,16 +278,22 @@ def attraction_loss_per_example(s_target, s_context, context_labels, target_labe
     Returns:
       (loss [B] float32, valid [B] bool): ``valid`` = S+_i non-empty; ``loss`` is 0 where not.
     """
-    pos, _ = context_masks(context_labels, target_label)
-    s_target = tf.cast(s_target, tf.float32)
-    s_context = tf.cast(s_context, tf.float32)
+    return _attraction(_Parts(s_target, s_context, context_labels, target_label, similarity), xi,
+                       weighting, stop_gradient_weights, normalize, cos_floor, form,
+                       exponent_scale)
+
+
+def _attraction(parts, xi, weighting, stop_gradient_weights, normalize, cos_floor, form,
+                exponent_scale):
+    """:func:`attraction_loss_per_example` from the shared :class:`_Parts`."""
+    pos, _ = parts.masks()
+    s_target, s_context = parts.s_target, parts.s_context
     xi = tf.cast(xi, tf.float32)
     valid = tf.reduce_any(pos, axis=-1)
     pos3 = tf.broadcast_to(pos[:, :, None], tf.shape(s_context))
-    _, r_ctx = collaborative_similarity(s_target, s_context, similarity)
+    _, r_ctx = parts.scores()
     if normalize:
-        s_target = tf.math.l2_normalize(s_target, -1, _EPS)
-        s_context = tf.math.l2_normalize(s_context, -1, _EPS)
+        s_target, s_context = parts.units()
         if exponent_scale == "rms":
             root_d = tf.sqrt(tf.cast(tf.shape(s_target)[-1], tf.float32))
             s_target, s_context = s_target * root_d, s_context * root_d
@@ -295,6 +343,23 @@ def attraction_loss(s_target, s_context, context_labels, target_label, xi=0.8,
                                               xi, similarity, weighting, stop_gradient_weights,
                                               normalize, form=form, exponent_scale=exponent_scale)
     return masked_mean(loss, valid, reduction)
+
+
+def ccn_losses(s_target, s_context, context_labels, target_label, tau=0.5, xi=0.8,
+               use_repulsion=True, use_attraction=True, similarity="cosine",
+               weighting="similarity", stop_gradient_weights=False, normalize=True,
+               form="vector_cosine", exponent_scale="unit", reduction="valid"):
+    """``(L_S-, L_S+)``: :func:`repulsion_loss` and :func:`attraction_loss` of the same inputs
+    (None for a term switched off), with the set masks, the scores and the normalised degrees
+    computed once for both (same values as the two calls)."""
+    parts = _Parts(s_target, s_context, context_labels, target_label, similarity)
+    l_minus = l_plus = None
+    if use_repulsion:
+        l_minus = masked_mean(*_repulsion(parts, tau, stop_gradient_weights), reduction)
+    if use_attraction:
+        l_plus = masked_mean(*_attraction(parts, xi, weighting, stop_gradient_weights, normalize,
+                                          -1.0 + 1e-6, form, exponent_scale), reduction)
+    return l_minus, l_plus
 
 
 # ---------------------------------------------------------------------------------------------

@@ -223,6 +223,17 @@ class GatherMemo:
         self._derived.clear()
         return False
 
+    def once(self, layer, x, fn):
+        """``fn()`` = ``layer`` applied to the tensor ``x``, computed once per memo (a second call
+        with the same layer and the same ``x`` tensor returns the first result)."""
+        if not isinstance(x, tf.Tensor):
+            return fn()
+        key = ("once", id(layer), x.ref())
+        hit = self._gathers.get(key)
+        if hit is None:
+            hit = self._gathers[key] = (layer, x, fn())
+        return hit[2]
+
     def derive(self, new_ids, base_ids, keep) -> None:
         """Declare ``new_ids == where(keep, base_ids, PAD_ID)`` (same shape; ``keep`` bool)."""
         if isinstance(new_ids, tf.Tensor) and isinstance(base_ids, tf.Tensor) and new_ids is not base_ids:

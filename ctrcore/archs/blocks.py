@@ -92,7 +92,13 @@ class CollaborativeModule(Block):
     def __call__(self, user_emb, item_emb, trigger_emb):
         """``item_emb [B, Di]`` or ``[B, C, Di]``; ``user_emb [B, Du]`` and ``trigger_emb [B, Di]``
         broadcast over C. Returns ``[B, dim]`` or ``[B, C, dim]``."""
-        user_emb = self.norm_user(user_emb)  # [B, Du]: before the broadcast (LN is built for rank 2)
+        # [B, Du]: before the broadcast (LN is built for rank 2); once per step when the target's
+        # and the context items' degrees (CCN loss) share E_user (L.GatherMemo)
+        memo = L.GatherMemo.active()
+        if memo is not None:
+            user_emb = memo.once(self.norm_user, user_emb, lambda: self.norm_user(user_emb))
+        else:
+            user_emb = self.norm_user(user_emb)
         inter = item_emb * (trigger_emb[:, None, :] if item_emb.shape.rank == 3 else trigger_emb)
         di = inter.shape[-1]
         inter = tf.reshape(self.norm_interaction(tf.reshape(inter, [-1, di])), tf.shape(inter))
