@@ -6,13 +6,13 @@ inside ``tf.function`` / XLA and under ``tf.distribute`` without random-op state
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Sequence, Union
 
 import tensorflow as tf
 
 from ctrcore.schema import PAD
 
-__all__ = ["history_groups", "mask_history", "mask_history_with_keep", "embedding_dropout", "as_seed"]
+__all__ = ["history_groups", "mask_history", "embedding_dropout", "as_seed"]
 
 _SEQ_RE = re.compile(r"^(short|long)_.+s$")
 
@@ -75,18 +75,7 @@ def mask_history(features: Mapping[str, tf.Tensor],
       with probability ``rate``). Masked positions leave holes (no re-packing); backbones
       treat ``""`` as padding wherever it occurs. ``history_length`` is not changed.
     """
-    return mask_history_with_keep(features, seq_feature_names, rate, seed)[0]
-
-
-def mask_history_with_keep(features: Mapping[str, tf.Tensor],
-                           seq_feature_names: Sequence[Union[str, Sequence[str]]],
-                           rate, seed) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
-    """:func:`mask_history` (same arguments, same draws) and, for every masked feature, its
-    ``keep`` mask (bool, the feature's shape): ``out[n] == where(keep[n], features[n], pad)``.
-    The keep masks let a gather of the masked ids reuse the gather of the original ones
-    (:class:`ctrcore.layers.GatherMemo`)."""
     out = dict(features)
-    keeps: Dict[str, tf.Tensor] = {}
     seed = as_seed(seed)
     rate = tf.cast(rate, tf.float32)
     for gi, group in enumerate(_normalise_groups(seq_feature_names)):
@@ -102,8 +91,7 @@ def mask_history_with_keep(features: Mapping[str, tf.Tensor],
             pad = tf.constant(PAD, x.dtype) if x.dtype == tf.string else tf.zeros([], x.dtype)
             d = tf.logical_and(drop, tf.not_equal(x, pad))
             out[n] = tf.where(d, tf.broadcast_to(pad, tf.shape(x)), x)
-            keeps[n] = tf.logical_not(d)
-    return out, keeps
+    return out
 
 
 def embedding_dropout(x, rate, seed, rescale=True):

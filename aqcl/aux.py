@@ -10,10 +10,9 @@ One train step (Algorithm 1, lines 3-7, in one gradient computation):
    ``z = g(outputs["latent"])``.
 2. Second view: ``mask_history`` on the feature dict (stateless seed) and the backbone again
    with embedding dropout (``emb_dropout``, stateless seed) -> ``latent+``; ``z+ = g(latent+)``.
-   The second view gathers no embedding rows of its own: inside ``CTRModel.compute_terms``
-   (a ``ctrcore.layers.GatherMemo``) its rows are the first view's, with the masked positions
-   replaced by the padding row (the same values; the optimizer then de-duplicates one set of
-   rows per table, not two). Both views go through the projector as one batch.
+   Inside ``CTRModel.compute_terms`` (a ``ctrcore.layers.GatherMemo``) the second view reuses
+   the first view's gathers of the ids it does not mask (user, target). Both views go through
+   the projector as one batch.
 3. alpha per example from ``history_length`` and ``mean_history_length`` (Eq. 6).
 
 ``view_rows`` (default None: the whole batch, as in the paper) limits steps 2-4 to the first
@@ -42,7 +41,6 @@ from aqcl import losses as aloss
 from aqcl.aqcl_plugin import codebook_problem, view_rows_problem
 from aqcl.projector import Projector
 
-from ctrcore.layers import GatherMemo
 from ctrcore.model import AuxLoss
 
 __all__ = ["AQCLLoss", "ICLLoss", "history_feature_groups"]
@@ -116,12 +114,7 @@ class _TwoViewLoss(AuxLoss):
         groups = self.history_groups or history_feature_groups(model, features)
         if self.view_rows is not None:
             features = {k: self.view_slice(v) for k, v in features.items()}
-        aug, keeps = augment.mask_history_with_keep(features, groups, self.mask_rate, mask_seed)
-        memo = GatherMemo.active()
-        if memo is not None:  # the second view's rows come from the first view's gathers
-            for n, keep in keeps.items():
-                if isinstance(features[n], tf.Tensor) and features[n].dtype.is_integer:
-                    memo.derive(aug[n], features[n], keep)
+        aug = augment.mask_history(features, groups, self.mask_rate, mask_seed)
         # training=True for the augmented view only while training (model dropout is part of
         # the augmentation; at evaluation batch-norm statistics must not be updated)
         out_pos = model.backbone(aug, training=training, emb_dropout=self.emb_dropout,

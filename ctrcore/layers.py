@@ -183,28 +183,30 @@ class IdEmbedding(keras.layers.Layer):
 
 
 class GatherMemo:
-    """Embedding-row gathers shared within one loss computation (trace time only, no state in
-    the graph): ``with GatherMemo():`` around a forward pass and the aux losses of the same step
-    (``CTRModel.compute_terms``).
+    """Embedding-row gathers and layer outputs shared within one loss computation (trace time
+    only, no state in the graph): ``with GatherMemo():`` around a forward pass and the aux losses
+    of the same step (``CTRModel.compute_terms``).
 
     * A second gather of the *same* ids tensor by the same :class:`IdEmbedding` returns the first
-      gather's output (same values: same rows, same step).
-    * :meth:`derive` declares ``new_ids = where(keep, base_ids, PAD_ID)`` (AQCL's history
-      masking); a gather of ``new_ids`` is then ``where(keep, gather(base_ids), row PAD_ID)``,
-      which is the same value as gathering ``new_ids``.
+      gather's output (same rows, same step: same values), e.g. the user and target ids of
+      AQCL's second view, which only masks the history; the optimizer then de-duplicates one
+      set of those rows per table instead of two.
+    * :meth:`once`: a layer applied twice to the same tensor, computed once (the collaborative
+      module's layer norm of E_user, for the target and again for CCN's context items).
 
-    So a second view of the same batch gathers no rows of its own: its embedding gradients flow
-    into the first view's gathered rows, and the optimizer de-duplicates (Unique +
-    UnsortedSegmentSum) one set of looked-up rows per table instead of two. Gradients are the
-    same sums (rounding aside). The memo is per thread (replicas of ``tf.distribute`` trace in
-    their own threads) and nests (the innermost is active).
+    Gradients are the same sums (rounding aside). The memo is per thread (replicas of
+    ``tf.distribute`` trace in their own threads) and nests (the innermost is active).
+
+    Tried and not kept: serving the gather of AQCL's history-masked ids from the first view's
+    rows (``where(keep, rows, row PAD_ID)``, the same values): the ``where`` and its gradient on
+    the ``[B, L, dim]`` rows cost what the second gather and its de-duplication saved (in-process
+    A/B, benchmarks/RESULTS.md section 2).
     """
 
     _local = threading.local()
 
     def __init__(self):
-        self._gathers = {}  # (id(layer), ids.ref()) -> (layer, ids, rows)
-        self._derived = {}  # new_ids.ref() -> (new_ids, base_ids, keep)
+        self._memo = {}  # key -> (layer, input tensor, output): kept alive, so ids are not reused
 
     @classmethod
     def active(cls) -> Optional["GatherMemo"]:
@@ -219,8 +221,7 @@ class GatherMemo:
 
     def __exit__(self, *exc):
         self._local.stack.pop()
-        self._gathers.clear()
-        self._derived.clear()
+        self._memo.clear()
         return False
 
     def once(self, layer, x, fn):
@@ -228,36 +229,17 @@ class GatherMemo:
         with the same layer and the same ``x`` tensor returns the first result)."""
         if not isinstance(x, tf.Tensor):
             return fn()
-        key = ("once", id(layer), x.ref())
-        hit = self._gathers.get(key)
+        key = (id(layer), x.ref())
+        hit = self._memo.get(key)
         if hit is None:
-            hit = self._gathers[key] = (layer, x, fn())
+            hit = self._memo[key] = (layer, x, fn())
         return hit[2]
 
-    def derive(self, new_ids, base_ids, keep) -> None:
-        """Declare ``new_ids == where(keep, base_ids, PAD_ID)`` (same shape; ``keep`` bool)."""
-        if isinstance(new_ids, tf.Tensor) and isinstance(base_ids, tf.Tensor) and new_ids is not base_ids:
-            self._derived[new_ids.ref()] = (new_ids, base_ids, keep)
-
     def gather(self, layer: IdEmbedding, ids):
-        if not isinstance(ids, tf.Tensor) or isinstance(layer.embeddings, _ShardedVariable):
+        """``layer``'s rows of ``ids``, gathered once per memo."""
+        if isinstance(layer.embeddings, _ShardedVariable):
             return layer.gather(ids)
-        key = (id(layer), ids.ref())
-        hit = self._gathers.get(key)
-        if hit is not None:
-            return hit[2]
-        derived = self._derived.get(ids.ref())
-        if derived is not None:
-            _, base, keep = derived
-            rows = self.gather(layer, base)
-            pad = tf.gather(layer.embeddings, tf.constant(PAD_ID, ids.dtype))  # [dim]
-            keep = tf.reshape(tf.cast(keep, tf.bool), tf.concat([tf.shape(keep), [1]], 0))
-            out = tf.where(keep, rows, tf.cast(pad, rows.dtype))
-        else:
-            out = layer.gather(ids)
-        # the layer and ids are kept alive with the entry, so their ids are not reused
-        self._gathers[key] = (layer, ids, out)
-        return out
+        return self.once(layer, ids, lambda: layer.gather(ids))
 
 
 def matmul_last(x, kernel):

@@ -152,7 +152,8 @@ class CTRModel(tfrs.Model):
         """``(terms, outputs)``: named loss terms (incl. ``total``) and the backbone outputs.
 
         The forward pass and the aux losses share one :class:`ctrcore.layers.GatherMemo`: a
-        second view of the batch (AQCL) reuses the embedding rows the first view gathered."""
+        second view of the batch (AQCL) reuses the first view's gathers of the ids it leaves
+        unchanged, CCN's context items the layer-normalised E_user (same values)."""
         with GatherMemo():
             return self._compute_terms(features, training, outputs)
 
