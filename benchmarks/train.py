@@ -19,6 +19,10 @@ Aux-loss overheads (ratios of median step times measured in the same run):
 ``ccn`` = CCN / TAN, ``aqcl`` = DIN+AQCL / DIN, ``ccn_aqcl`` = CCN+AQCL / TAN.
 With ``--rounds=2`` the configurations of the three ratios are measured twice in alternating
 order and the ratios use the per-configuration median over rounds (load drift cancels better).
+``--baseline_root=DIR`` (a frozen copy of another tree, e.g. ``git archive`` of the commit before
+a change) runs every configuration from that tree too, right before or after this tree's (in
+alternating order): the JSON then holds the baseline's results under ``"baseline"`` and
+``after_over_baseline`` per configuration (issue 15 item 3, benchmarks/RESULTS.md section 2).
 """
 from __future__ import annotations
 
