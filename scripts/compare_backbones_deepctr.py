@@ -62,6 +62,7 @@ if ROOT not in sys.path:
 
 import ctrcore  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any tensorflow import)
 from ctrcore import reporting  # noqa: E402
+from ctrcore.rundir import RunDir  # noqa: E402
 from ctrcore.metrics import GROUP_NAMES  # noqa: E402
 
 #: run name -> (library, our model / DeepCTR class, flag file, display name)
@@ -169,7 +170,6 @@ def deepctr_run(a) -> None:
     from benchmarks.peer_din import deepctr_inputs
     from ctrcore import data, schema
     from ctrcore.evaluation import compute_metrics, predict_split
-    from ctrcore.metrics import to_jsonable
     from ctrcore.record import data_digest
 
     _, kind, flagfile, _ = MODELS[a.model]
@@ -251,11 +251,9 @@ def deepctr_run(a) -> None:
                "runtime": {"train_seconds": train_seconds, "wall_seconds": fit_s + load_s, "steps": steps * len(epochs)},
                "trainable_parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))}
     os.makedirs(a.run_dir, exist_ok=True)
-    with open(os.path.join(a.run_dir, "history.json"), "w") as f:
-        json.dump(to_jsonable(history), f, indent=1)
-    with open(os.path.join(a.run_dir, "metrics.json.tmp"), "w") as f:
-        json.dump(to_jsonable(metrics), f, indent=1)
-    os.replace(os.path.join(a.run_dir, "metrics.json.tmp"), os.path.join(a.run_dir, "metrics.json"))
+    run = RunDir(a.run_dir)
+    run.write_history(history)
+    run.write_metrics("test", metrics)  # last: its presence marks the run as done
     log(f"{a.model} seed{a.seed}: test auc {test['auc']:.4f} (best epoch {best['epoch']})")
 
 
@@ -341,11 +339,11 @@ def write_ablations(args) -> dict:
         d = os.path.join(args.ablations_dir, name)
         for sd in sorted(os.listdir(d)) if os.path.isdir(d) else []:
             rd = os.path.join(d, sd)
-            m = read_json(os.path.join(rd, "metrics.json"))
+            m = RunDir(rd).read_metrics(default=None)
             if m and sd.startswith("seed"):
-                rec = read_json(os.path.join(rd, "train_config.json"))
+                rec = RunDir(rd).read_config(default=None)
                 records.append({"dir": rd, "key": name, "seed": int(sd[4:]), "metrics": m, "record": rec,
-                                "history": read_json(os.path.join(rd, "history.json"))})
+                                "history": RunDir(rd).read_history(default=None)})
     summ = reporting.summarise(records, GROUP_NAMES)
     res = {"generated": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "ablations_dir": args.ablations_dir,
            "rows": {}}
@@ -467,6 +465,11 @@ def shown(cmd: List[str]) -> str:
     return " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]])
 
 
+def _done(run_dir: str) -> bool:
+    """The run in ``run_dir`` has finished (its test metrics are written)."""
+    return RunDir(run_dir).read_metrics(default=None) is not None
+
+
 def read_json(path: str) -> dict:
     try:
         with open(path) as f:
@@ -484,17 +487,17 @@ def collect(args) -> List[dict]:
             continue
         for sd in sorted(os.listdir(d)):
             rd = os.path.join(d, sd)
-            m = read_json(os.path.join(rd, "metrics.json"))
+            m = RunDir(rd).read_metrics(default=None)
             if not m or not sd.startswith("seed"):
                 continue
             seed = int(sd[4:])
-            rec = read_json(os.path.join(rd, "train_config.json"))
+            rec = RunDir(rd).read_config(default=None)
             if MODELS[name][0] == "deepctr":
                 rec = {"run_info": {"command": m.get("command", "")}}
             else:
                 rec = dict(rec, run_info=dict(rec.get("run_info") or {}, command=shown(command(name, seed, args))))
             out.append({"dir": rd, "key": name, "seed": seed, "metrics": m, "record": rec,
-                        "history": read_json(os.path.join(rd, "history.json"))})
+                        "history": RunDir(rd).read_history(default=None)})
     return out
 
 
@@ -526,7 +529,7 @@ def write_results(args, planned: List[tuple]) -> dict:
                                                    "mlp_units", "dropout", "batch_size", "learning_rate")}
                                       if lib == "ours" else (r["metrics"].get("setup") or {})})
         models[name] = entry
-    pending = [f"{n}/seed{s}" for n, s in planned if not os.path.exists(os.path.join(run_dir(args.runs_dir, n, s), "metrics.json"))]
+    pending = [f"{n}/seed{s}" for n, s in planned if not _done(run_dir(args.runs_dir, n, s))]
     res = {"generated": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "driver": driver_command(args),
            "data_dir": args.data_dir, "data_digests": [json.loads(d) for d in digests], "models": models,
            "relaimpr_din_over_wd": {lib: reporting.relaimpr(models[f"{lib}_din"].get("auc_mean", float("nan")),
@@ -661,7 +664,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for seed in args.seeds:
             for name in names:
                 rd = os.path.join(args.ablations_dir, name, f"seed{seed}")
-                if args.report_only or os.path.exists(os.path.join(rd, "metrics.json")):
+                if args.report_only or _done(rd):
                     continue
                 cmd = ablation_command(name, seed, args)
                 if args.dry_run:
@@ -683,7 +686,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.report_only:
         for name, seed in planned:
             rd = run_dir(args.runs_dir, name, seed)
-            if os.path.exists(os.path.join(rd, "metrics.json")):
+            if RunDir(rd).read_metrics(default=None) is not None:
                 continue
             cmd = command(name, seed, args)
             if args.dry_run:
@@ -694,7 +697,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             t = time.time()
             with open(os.path.join(rd, "log.txt"), "a") as fh:
                 rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-            ok = rc == 0 and os.path.exists(os.path.join(rd, "metrics.json"))
+            ok = rc == 0 and _done(rd)
             log(f"{'done' if ok else 'FAILED'} {name} seed{seed} rc={rc} in {time.time() - t:.0f}s")
             if not ok:
                 failed.append(f"{name}/seed{seed}")

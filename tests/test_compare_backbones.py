@@ -28,6 +28,7 @@ def fake(tmp_path_factory):
 
 
 def test_deepctr_run_report_and_resume(fake, monkeypatch):
+    pytest.importorskip("deepctr")  # the optional peer (pip install -e .[bench]), as the FuxiCTR tests
     C = _script()
     data_dir, runs, res = str(fake / "data"), str(fake / "runs"), str(fake / "res")
     old = os.getcwd()
