@@ -465,6 +465,14 @@ def shown(cmd: List[str]) -> str:
     return " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]])
 
 
+def _run_logged(cmd: List[str], run_dir: str, label: str) -> int:
+    """Run ``cmd`` from the repository root, its output appended to ``run_dir/log.txt``."""
+    os.makedirs(run_dir, exist_ok=True)
+    log(f"start {label}: {shown(cmd)}")
+    with open(os.path.join(run_dir, "log.txt"), "a") as fh:
+        return subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+
+
 def _done(run_dir: str) -> bool:
     """The run in ``run_dir`` has finished (its test metrics are written)."""
     return RunDir(run_dir).read_metrics(default=None) is not None
@@ -670,10 +678,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if args.dry_run:
                     print(shown(cmd))
                     continue
-                os.makedirs(rd, exist_ok=True)
-                log(f"start {name} seed{seed}: {shown(cmd)}")
-                with open(os.path.join(rd, "log.txt"), "a") as fh:
-                    rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+                rc = _run_logged(cmd, rd, f"{name} seed{seed}")
                 log(f"{name} seed{seed} rc={rc}")
         if not args.dry_run:
             write_ablations(args)
@@ -686,17 +691,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.report_only:
         for name, seed in planned:
             rd = run_dir(args.runs_dir, name, seed)
-            if RunDir(rd).read_metrics(default=None) is not None:
+            if _done(rd):
                 continue
             cmd = command(name, seed, args)
             if args.dry_run:
                 print(shown(cmd))
                 continue
-            os.makedirs(rd, exist_ok=True)
-            log(f"start {name} seed{seed}: {shown(cmd)}")
             t = time.time()
-            with open(os.path.join(rd, "log.txt"), "a") as fh:
-                rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+            rc = _run_logged(cmd, rd, f"{name} seed{seed}")
             ok = rc == 0 and _done(rd)
             log(f"{'done' if ok else 'FAILED'} {name} seed{seed} rc={rc} in {time.time() - t:.0f}s")
             if not ok:
