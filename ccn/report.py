@@ -136,6 +136,10 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
     if len(digests) > 1:
         L.append(f"* **warning: the runs use {len(digests)} different datasets (stats digests "
                  f"{digests}); rows are not comparable**")
+    at_cap = {k: g["convergence"]["at_cap_seeds"] for k, g in agg.items() if g["convergence"]["at_cap_seeds"]}
+    if at_cap:
+        L.append("* **not converged** (best epoch = epoch cap: still improving when the cap ended "
+                 "training): " + "; ".join(f"`{k}` seeds {s}" for k, s in sorted(at_cap.items())))
     if table.note and not (base_override and table.base == reporting.OWN_BACKBONE):
         L.append(f"* {table.note}")
     if base and base not in agg:

@@ -8,7 +8,8 @@ Tables 2 and 3 and the Fig. 5 ablation).
 
 * Aggregation over seeds: :func:`mean_std` (mean, sample std, n over the values that are there:
   ``None`` / nan are left out), :func:`trimmed_mean` (the CCN paper's protocol),
-  :func:`summarise` (run records -> one summary per row).
+  :func:`summarise` (run records -> one summary per row), :func:`convergence` (one run's best
+  epoch against its epoch cap).
 * Comparisons with a base row: :func:`paired_wins` (per seed), :func:`relaimpr` (AQCL Eq. 9,
   defined in :mod:`ctrcore.metrics` beside the other metrics and used from here),
   :func:`compare` (both, overall and per activeness group).
@@ -34,7 +35,7 @@ import numpy as np
 
 from ctrcore.metrics import GROUP_NAMES, RELAIMPR_MIN_BASE_LIFT, relaimpr  # noqa: F401 (RelaImpr)
 
-__all__ = ["mean_std", "trimmed_mean", "summarise", "paired_wins", "relaimpr", "compare",
+__all__ = ["mean_std", "trimmed_mean", "summarise", "convergence", "paired_wins", "relaimpr", "compare",
            "add_comparisons", "seed_order", "fmt_ms", "fmt_pct", "fmt_seconds",
            "group_label", "OWN_BACKBONE", "Row", "TableLayout", "Cell", "Column", "COLUMNS",
            "render_table", "render_section", "RELAIMPR_MIN_BASE_LIFT"]
@@ -89,6 +90,21 @@ def _best_epoch(run: Mapping[str, Any]) -> Optional[float]:
     return v if v is not None else (run["history"].get("best") or {}).get("epoch")
 
 
+def convergence(run: Mapping[str, Any]) -> Dict[str, Any]:
+    """Whether a run was trained out: ``{best_epoch, cap, stopped_early, at_cap}``.
+
+    ``cap``: the epochs the run was allowed (``train_config.json``'s plan, else its ``epochs``
+    option; None when unknown); ``stopped_early``: early stopping on validation AUC ended it
+    (``history.json``); ``at_cap``: its best epoch is its last allowed one, i.e. it was still
+    improving when the cap ended it (not converged).
+    """
+    rec = run.get("record") or {}
+    cap = (rec.get("plan") or {}).get("epochs") or (rec.get("config") or {}).get("epochs")
+    best = _best_epoch(run)
+    return {"best_epoch": best, "cap": cap, "stopped_early": bool(run["history"].get("stopped_early")),
+            "at_cap": best is not None and cap is not None and best >= cap}
+
+
 def summarise(runs: Sequence[Mapping[str, Any]],
               groups: Sequence[str] = GROUP_NAMES) -> Dict[str, Dict[str, Any]]:
     """One summary per row (run records grouped by ``key``), every number over the row's seeds.
@@ -97,7 +113,8 @@ def summarise(runs: Sequence[Mapping[str, Any]],
     {seed: auc}, auc_trimmed, n_examples, groups: {g: {auc, gauc: {mean, std, n}, n}},
     runtime: {train_seconds, wall_seconds, steps, examples_per_second,
     median_steady_examples_per_second: {mean, std, n}}, best_epoch, best_val_auc: {mean, std,
-    n}, commands, data, data_dirs}}``; seeds ascending (unknown last).
+    n}, convergence: {caps, best_epoch_max, at_cap_seeds, n_stopped_early} (:func:`convergence`),
+    commands, data, data_dirs}}``; seeds ascending (unknown last).
     """
     by_key: Dict[str, List[Mapping[str, Any]]] = {}
     for r in runs:
@@ -122,6 +139,12 @@ def summarise(runs: Sequence[Mapping[str, Any]],
         g["runtime"] = {k: mean_std([rt.get(k) for rt in rts]) for k in _RUNTIME_KEYS}
         g["best_epoch"] = mean_std([_best_epoch(r) for r in rs])
         g["best_val_auc"] = mean_std([m.get("best_val_auc") for m in ms])
+        conv = [convergence(r) for r in rs]
+        g["convergence"] = {
+            "caps": sorted({c["cap"] for c in conv if c["cap"] is not None}),
+            "best_epoch_max": max((c["best_epoch"] for c in conv if c["best_epoch"] is not None), default=None),
+            "at_cap_seeds": [r["seed"] for r, c in zip(rs, conv) if c["at_cap"]],
+            "n_stopped_early": sum(c["stopped_early"] for c in conv)}
         g["commands"] = sorted({(r["record"].get("run_info") or {}).get("command", "") for r in rs} - {""})
         g["data"] = sorted({json.dumps({k: (m.get("data") or {}).get(k) for k in _DATA_KEYS}, sort_keys=True)
                             for m in ms})

@@ -18,38 +18,55 @@ and on the MIND stand-in.
 
 ``--tag=T`` keeps a variant protocol apart: its runs go to `runs/<dataset>_T/<model>/seed<s>` and
 its tables to `results/ccn_<dataset>_T.md/.json`, with ``--extra`` (the variant's ccn.train flags)
-on every run; the report lists each run's full command.
+on every run; the report lists each run's full command. ``--converged`` (needs a tag) adds
+``--epochs=60 --early_stopping_patience=3`` before ``--extra``: early stopping on validation AUC
+with a cap the synthetic rows do not reach (the reports flag a run whose best epoch is its cap).
+
+Several synthetic logs (issue 14, item 4; ``ccn.multilog.SyntheticLog``): a log is chosen by
+generator seed and rows (``--gen_seed``/``--rows``, or the grid ``--gen_seeds`` x ``--rows_list``).
+Log ``synthetic_g<G>_r<R>`` has its data in `out/synthetic_g<G>_r<R>/data` and its runs in
+`runs/synthetic_g<G>_r<R>[_T]/<model>/seed<s>` (``--data_dir`` and ``--model_dir`` passed to
+ccn.train); the default log (seed 0, 100,000 rows) keeps `out/synthetic` and `runs/synthetic[_T]`.
+TAN and CCN run on every log before the other models. Each log gets its own CCN table, and the
+grid (``--gen_seeds`` / ``--rows_list`` given) also `results/ccn_synthetic_multilog[_T].md/.json`
+and `..._curves.png` (``python -m ccn.multilog``):
+
+    nohup python scripts/reproduce_ccn.py --gen_seeds=0,11,23 --rows_list=200000,1000000 \
+        --only=tan,ccn,ccn_no_attraction,ccn_no_repulsion,ccn_notsi --tag=conv --converged \
+        > out/multilog.log 2>&1 &
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shlex
 import subprocess
 import sys
 import time
+from typing import List, Optional
 
 from ccn import tables
+from ccn.multilog import DEFAULT_GEN_SEED, DEFAULT_ROWS, SyntheticLog
 from ctrcore.rundir import RunDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = tuple(tables.TABLE2.keys)  # the CCN paper's Table 2 rows (ccn/tables.py), in its order
 PRIORITY = ("tan", "ccn")  # the comparison that must hold on the synthetic data comes first
+#: ``--converged``: early stopping on validation AUC (patience 3) under a cap no synthetic row reaches
+CONVERGED = "--epochs=60 --early_stopping_patience=3"
 
 
-def data_commands(dataset: str, rows: int):
-    data = f"out/{dataset}/data"
-    beam = ["--runner=DirectRunner"]
+def data_commands(dataset: str, log: Optional[SyntheticLog] = None):
+    """``(data dir, [python -m argument lists])`` that prepare the data of ``dataset`` (synthetic:
+    of ``log``, the default log when None)."""
     if dataset == "synthetic":
-        log = f"out/{dataset}/log/exposures.csv"
-        return data, [
-            ["pipelines.synthetic", f"--output={log}", f"--rows={rows}", "--seed=0"],
-            ["pipelines.preprocess", "--source=synthetic", f"--input={log}", f"--output_dir={data}",
-             "--seed=0", *beam]]
+        log = log or SyntheticLog(DEFAULT_GEN_SEED, DEFAULT_ROWS)
+        return log.data_dir, log.prep_commands()
     if dataset == "mind":
-        return data, [["pipelines.preprocess", "--source=mind",
-                       "--input=../shared/data/mind_small_sample", f"--output_dir={data}",
-                       "--seed=0", *beam]]
+        return "out/mind/data", [["pipelines.preprocess", "--source=mind",
+                                  "--input=../shared/data/mind_small_sample", "--output_dir=out/mind/data",
+                                  "--seed=0", "--runner=DirectRunner"]]
     raise SystemExit(f"unknown --dataset {dataset!r} (synthetic | mind)")
 
 
@@ -62,56 +79,99 @@ def run(args, log) -> int:
     return rc
 
 
-def main():
+def _ints(text: str) -> List[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="synthetic", choices=("synthetic", "mind"))
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--only", default="", help="comma list of models (default: all)")
-    ap.add_argument("--rows", type=int, default=100_000, help="synthetic log rows")
+    ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="synthetic log rows")
+    ap.add_argument("--gen_seed", type=int, default=DEFAULT_GEN_SEED, help="synthetic generator seed")
+    ap.add_argument("--gen_seeds", default="", help="grid of logs: comma list of generator seeds")
+    ap.add_argument("--rows_list", default="", help="grid of logs: comma list of rows")
     ap.add_argument("--extra", default="", help="extra ccn.train flags for every run")
+    ap.add_argument("--converged", action="store_true", help=f"add {CONVERGED!r} before --extra")
     ap.add_argument("--tag", default="", help="variant name: runs/<dataset>_<tag>, results/ccn_<dataset>_<tag>")
     ap.add_argument("--dry_run", action="store_true")
     ap.add_argument("--report_only", action="store_true")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     models = [m for m in a.only.split(",") if m] or list(MODELS)
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {MODELS}")
     models.sort(key=lambda m: (m not in PRIORITY, PRIORITY.index(m) if m in PRIORITY else 0))
-    seeds = [int(s) for s in a.seeds.split(",") if s]
+    seeds = _ints(a.seeds)
     if a.tag and not a.tag.replace("_", "").isalnum():
         raise SystemExit(f"--tag={a.tag!r}: use letters, digits and '_' only")
-    name = f"{a.dataset}_{a.tag}" if a.tag else a.dataset
-    log = sys.stdout
-    data, prep = data_commands(a.dataset, a.rows)
+    if a.converged and not a.tag:
+        raise SystemExit("--converged needs a --tag (its runs must not mix with the default protocol's)")
+    extra = " ".join(x for x in ((CONVERGED if a.converged else ""), a.extra) if x)
+    grid = bool(a.gen_seeds or a.rows_list)
+    if a.dataset == "synthetic":
+        logs = [SyntheticLog(g, r) for r in (_ints(a.rows_list) or [a.rows])
+                for g in (_ints(a.gen_seeds) or [a.gen_seed])]
+    elif grid or (a.gen_seed, a.rows) != (DEFAULT_GEN_SEED, DEFAULT_ROWS):
+        raise SystemExit("--gen_seed(s) / --rows / --rows_list choose a synthetic log")
+    else:
+        logs = [None]
+    out = sys.stdout
+
+    def name_of(log):
+        base = log.name if log else a.dataset
+        return f"{base}_{a.tag}" if a.tag else base
+
     if not a.report_only:
-        if not os.path.exists(os.path.join(ROOT, data, "stats.json")):
-            for c in prep:
-                if a.dry_run:
-                    print("$ python -m " + shlex.join(c))
-                elif run(c, log) != 0:
-                    raise SystemExit(f"data preparation failed: {shlex.join(c)}")
-        # the TAN-vs-CCN comparison over every seed first, then the other models seed-major
-        order = [(s, m) for s in seeds for m in models if m in PRIORITY]
-        order += [(s, m) for s in seeds for m in models if m not in PRIORITY]
-        for seed, m in order:
-            rel_dir = os.path.join("runs", name, m, f"seed{seed}")
+        prepared = set()
+        # the TAN-vs-CCN comparison over every log and seed first, then the other models seed-major
+        order = [(lg, s, m) for lg in logs for s in seeds for m in models if m in PRIORITY]
+        order += [(lg, s, m) for lg in logs for s in seeds for m in models if m not in PRIORITY]
+        for lg, seed, m in order:
+            rel_dir = os.path.join("runs", name_of(lg), m, f"seed{seed}")
             if RunDir(os.path.join(ROOT, rel_dir)).has_metrics():
                 continue
-            c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}",
-                 *([f"--model_dir={rel_dir}"] if a.tag else []), *shlex.split(a.extra)]
+            data, prep = data_commands(a.dataset, lg)
+            if data not in prepared and not os.path.exists(os.path.join(ROOT, data, "stats.json")):
+                for c in prep:
+                    if a.dry_run:
+                        print("$ python -m " + shlex.join(c))
+                    elif run(c, out) != 0:
+                        raise SystemExit(f"data preparation failed: {shlex.join(c)}")
+            prepared.add(data)
+            c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}"]
+            if lg is not None and not lg.is_default:
+                c += [f"--data_dir={data}", f"--model_dir={rel_dir}"]
+            elif a.tag:
+                c.append(f"--model_dir={rel_dir}")
+            c += shlex.split(extra)
             if a.dry_run:
                 print("$ python -m " + shlex.join(c))
             else:
-                run(c, log)
-    title = f"CCN Table 2 layout on {a.dataset}" + (f" ({a.tag}: {a.extra})" if a.tag else "")
-    rep = ["ccn.report", f"--runs_glob=runs/{name}/*/seed*", "--layout=ccn", "--base=tan",
-           f"--output=results/ccn_{name}.md", f"--json=results/ccn_{name}.json", f"--title={title}"]
-    if a.dry_run:
-        print("$ python -m " + shlex.join(rep))
-    else:
-        os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
-        run(rep, log)
+                run(c, out)
+    reports = []
+    for lg in logs:
+        name = name_of(lg)
+        if not (a.dry_run or glob.glob(os.path.join(ROOT, "runs", name, "*", "seed*"))):
+            continue
+        what = a.dataset if lg is None or lg.is_default else f"{lg.name} (generator seed {lg.gen_seed}, {lg.rows} rows)"
+        title = f"CCN Table 2 layout on {what}" + (f" ({a.tag}: {extra})" if a.tag else "")
+        reports.append(["ccn.report", f"--runs_glob=runs/{name}/*/seed*", "--layout=ccn", "--base=tan",
+                        f"--output=results/ccn_{name}.md", f"--json=results/ccn_{name}.json", f"--title={title}"])
+    if grid:
+        res = "results/ccn_synthetic_multilog" + (f"_{a.tag}" if a.tag else "")
+        reports.append(["ccn.multilog", "--logs=" + ",".join(lg.name for lg in logs), f"--tag={a.tag}",
+                        "--base=tan", f"--output={res}.md", f"--json={res}.json", f"--png={res}_curves.png",
+                        "--title=TAN vs CCN on several synthetic logs" + (f" ({a.tag}: {extra})" if a.tag else ""),
+                        "--command=" + shlex.join(["python", "scripts/reproduce_ccn.py", *(argv if argv is not None
+                                                                                             else sys.argv[1:])])])
+    for rep in reports:
+        if a.dry_run:
+            print("$ python -m " + shlex.join(rep))
+        else:
+            os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
+            run(rep, out)
 
 
 if __name__ == "__main__":
