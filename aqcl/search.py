@@ -302,6 +302,12 @@ def run_search(objective: ObjectiveFn, *, out_dir: str, n_trials: int,
             _fail_dead_local_trials(study, max_retry)
             time.sleep(max(1, (heartbeat_s or 10) // 2))
             continue
+        # A sampler seeded by the trial count: a process that joins a study (a resumed search,
+        # a second worker on the same storage) would otherwise replay the start-up draws of the
+        # first process with the same --seed, i.e. re-run trials already made; a fresh
+        # single-process search stays reproducible (same seed, same sequence).
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials),
+                                                   n_startup_trials=n_startup_trials)
         before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         study.optimize(_objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         after = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))

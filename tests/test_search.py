@@ -66,6 +66,19 @@ def test_search_is_seeded(tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_joining_process_does_not_replay_the_first_ones_draws(tmp_path):
+    """A resumed search (or a second worker on the same study) with the same --seed proposes new
+    points, not the start-up draws the first process already evaluated."""
+    out = str(tmp_path / "j")
+    calls = []
+    kw = dict(out_dir=out, seed=5, n_startup_trials=10, heartbeat_s=None, write_outputs=False,
+              log=lambda m: None)
+    search.run_search(_quadratic(calls), n_trials=2, **kw)
+    search.run_search(_quadratic(calls), n_trials=4, **kw)
+    params = [(round(a, 9), round(b, 9)) for a, b, _ in calls]
+    assert len(params) == 4 and len(set(params)) == 4, params
+
+
 def test_failed_trials_do_not_count_and_stop(tmp_path):
     calls = []
 
