@@ -361,8 +361,6 @@ def _fmt(v) -> str:
 def write_search_outputs(study, out_dir: str, mean_history_length: Optional[float] = None,
                          activeness_thresholds: Optional[Sequence[float]] = None) -> Optional[dict]:
     """Write trials.csv/.md always, best.json and alpha_curve.png once a trial is COMPLETE."""
-    from optuna.trial import TrialState
-
     rows = trial_rows(study)
     cols = ["number", "state", "w1", "w2", "value", "retry_of", "seconds", "trial_dir"]
     with open(os.path.join(out_dir, TABLE_CSV), "w", newline="") as fh:
