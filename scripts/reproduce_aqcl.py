@@ -245,6 +245,8 @@ def driver_args(args) -> str:
     """The driver's own arguments that decide what runs (for the Commands section)."""
     parts = [f"--seeds_table2={args.seeds_table2}", f"--seeds_table3={args.seeds_table3}",
              f"--seeds_ablation={args.seeds_ablation}"]
+    if args.only:
+        parts.append(f"--only={args.only}")
     if args.runs_dir != "out/beauty/runs":
         parts.append(f"--runs_dir={args.runs_dir}")
     if args.alpha_from:

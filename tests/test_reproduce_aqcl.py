@@ -61,3 +61,14 @@ def test_tables_relaimpr_against_din_and_own_backbone(tmp_path):
     assert "din_icl/seed0" in md  # planned but not run: listed as not finished
     js = json.load(open(prefix + ".json"))
     assert js["models"]["din_aqcl"]["auc_per_seed"] == [0.73, 0.75]
+
+
+def test_driver_args_name_what_decides_the_runs():
+    """The Commands section's driver line reproduces the selection: --only, runs dir, results."""
+    from types import SimpleNamespace
+    a = SimpleNamespace(seeds_table2=5, seeds_table3=0, seeds_ablation=0, only="din,din_aqcl",
+                        runs_dir="out/x", alpha_from="", results="results/y", train_flag=[])
+    assert R.driver_args(a) == ("--seeds_table2=5 --seeds_table3=0 --seeds_ablation=0 "
+                                "--only=din,din_aqcl --runs_dir=out/x --results=results/y")
+    a.only = ""
+    assert "--only" not in R.driver_args(a)
