@@ -120,8 +120,9 @@ def main(argv=None):
     out = sys.stdout
 
     def name_of(log):
-        base = log.name if log else a.dataset
-        return f"{base}_{a.tag}" if a.tag else base
+        if log is not None:
+            return log.runs_name(a.tag)
+        return f"{a.dataset}_{a.tag}" if a.tag else a.dataset
 
     if not a.report_only:
         prepared = set()
