@@ -50,14 +50,12 @@ def attraction_weight_problem(p_plus: float, p_minus: float, source: str = "stat
 
 @dataclasses.dataclass(frozen=True)
 class CCNConfig(AuxLossConfig):
+    """The CCN loss (Eq. 5-12): repulsion from S-, attraction to S+, weighted by P_S-/P_S+."""
     flag_prefix = "ccn_"
 
-    lambda_: float = option(0.1,
-        "CCN: weight lambda of the contrastive terms (Eq. 12).")
-    tau: float = option(0.5,
-        "CCN: temperature tau of the repulsion loss (paper: 0.5).")
-    xi: float = option(0.8,
-        "CCN: temperature xi of the attraction loss (paper: 0.8).")
+    lambda_: float = option(0.1, "CCN: weight lambda of the contrastive terms (Eq. 12).")
+    tau: float = option(0.5, "CCN: temperature tau of the repulsion loss (paper: 0.5).")
+    xi: float = option(0.8, "CCN: temperature xi of the attraction loss (paper: 0.8).")
     attraction_form: str = option("vector_cosine",
         "CCN: reading of Eq. 7's cos: vector_cosine (cosine similarity of e^{s/xi} vectors) | angle "
         "(periodic cos of the angle differences e^{s/xi}, docs/method.md 1.4).")

@@ -62,11 +62,10 @@ class TrainConfig:
     optimizer: str = option("adagrad", "adagrad (CCN paper) | adam | composite (Adagrad for embedding "
                                    "tables + Adam for the dense layers, tfrs CompositeOptimizer).")
     learning_rate: float = option(0.001, "Initial learning rate (CCN paper: AdaGrad, 0.001, decayed).")
-    dense_learning_rate: float = option(0.001, "Adam learning rate of the dense layers with "
-                                           "--optimizer=composite.")
-    lr_decay_steps: int = option(10000, "InverseTimeDecay: lr(t) = lr / (1 + lr_decay_rate * t / "
-                                    "lr_decay_steps); 0 disables the decay.")
-    lr_decay_rate: float = option(0.5, "InverseTimeDecay rate (see --lr_decay_steps).")
+    dense_learning_rate: float = option(0.001, "Adam learning rate of the dense layers (composite).")
+    # the schedule: InverseTimeDecay, lr(t) = lr / (1 + lr_decay_rate * t / lr_decay_steps)
+    lr_decay_steps: int = option(10000, "Steps of the InverseTimeDecay schedule; 0 disables the decay.")
+    lr_decay_rate: float = option(0.5, "Rate of the InverseTimeDecay schedule: lr / (1 + rate * t / steps).")
     adagrad_initial_accumulator: float = option(0.1, "Adagrad initial accumulator value.")
     clipnorm: float = option(0.0, "Gradient clipping by global norm (0 = off; not with composite).")
     # -- backbone -----------------------------------------------------------------------------
