@@ -14,7 +14,10 @@ else running in it:
   ``ctrcore.data.make_dataset(data_dir, "train", batch_size, shuffle=True, repeat=True,
   features=model.train_feature_names())`` (GZIP read, shuffle, batch, ``parse_example`` of the
   features that model's step reads, after batching, prefetch), without the lookups. The same pipeline parsing *every* spec feature is timed too
-(``parse_all_features``: what any model paid before the trainer parsed per model). ``--per_example`` also times the same pipeline parsing each
+(``parse_all_features``: what any model paid before the trainer parsed per model).
+``stream_looked_up`` / ``id_shards_looked_up``: the streamed input with the lookups mapped, from
+the string records and from the id shards (``python -m pipelines.id_shards``; skipped, with the
+reason, when they are missing or stale). ``--per_example`` also times the same pipeline parsing each
 record before batching (``parse_single_example`` map, then ``batch``), the alternative that
 "parse after batching" replaced. Headroom = input examples/s / ``--train_eps`` (the fastest
 model's training examples/s, from benchmarks.train in the same run_all run): ``headroom`` of the
@@ -93,6 +96,23 @@ def worker(a) -> dict:
     if names is not None:
         ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True, repeat=True)
         out["parse_all_features"] = _time(ds, a.batches, a.batch_size)
+    if model is not None:
+        # the streamed input with the lookups, from the string records (--train_input=stream)
+        # and from the id shards (--train_input=ids), when they are there
+        from ctrcore import idshards
+
+        lk = model.backbone.lookup
+        ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True,
+                               repeat=True, features=names).map(lk, num_parallel_calls=tf.data.AUTOTUNE)
+        out["stream_looked_up"] = _time(ds, a.batches, a.batch_size)
+        problem = idshards.check(a.data_dir, spec, "train")
+        if problem is None:
+            ds = data.make_dataset(a.data_dir, "train", a.batch_size, spec=spec, shuffle=True,
+                                   repeat=True, features=names, id_shards=True
+                                   ).map(lk, num_parallel_calls=tf.data.AUTOTUNE)
+            out["id_shards_looked_up"] = _time(ds, a.batches, a.batch_size)
+        else:
+            out["id_shards_looked_up"] = {"skipped": problem}
     # --train_input=cache: serialized records in memory after the first pass (warmed here by
     # one full pass), so later epochs skip reading + GZIP; still reshuffled per example
     n_train = int(schema.load_stats(a.data_dir)["examples"]["train"])
@@ -147,7 +167,11 @@ def run(a) -> dict:
     if "parse_all_features" in r:
         print(f"input (every spec feature, {r['values_per_example']['all']} values/example): "
               f"{r['parse_all_features']['examples_per_second']:9.0f} ex/s", flush=True)
-    for key, what in (("parse_cached_records", "cached serialized records (--train_input=cache), epochs 2+"),
+    if "skipped" in r.get("id_shards_looked_up", {}):
+        print(f"input (id shards): not timed: {r['id_shards_looked_up']['skipped']}")
+    for key, what in (("stream_looked_up", "streamed string records + lookups (--train_input=stream)"),
+                      ("id_shards_looked_up", "streamed id shards + cast (--train_input=ids)"),
+                      ("parse_cached_records", "cached serialized records (--train_input=cache), epochs 2+"),
                       ("in_memory", "parsed + looked-up columns in memory (--train_input=memory)"),
                       ("read_gunzip_only", "read + GZIP only, no parse (floor of the uncached input)")):
         if key in r:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 OPTIMIZERS = ("adagrad", "adam", "composite")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "parameter_server")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
-TRAIN_INPUTS = ("auto", "stream", "cache", "memory")
+TRAIN_INPUTS = ("auto", "stream", "ids", "cache", "memory")
 DIN_WIDE = ("", "linear", "wide")  # --din_wide
 
 
@@ -104,7 +104,9 @@ class TrainConfig:
     mixed_precision: str = option("none", "none | mixed_float16 (GPU) | mixed_bfloat16.")
     steps_per_execution: int = option(1, "Train steps run per tf.function call.")
     train_input: str = option("auto", "How the training split is fed: stream (read GZIP records, shuffle "
-                                  "buffer, parse after batching, every epoch) | cache (stream, but "
+                                  "buffer, parse after batching, every epoch) | ids (stream the id "
+                                  "shards of `python -m pipelines.id_shards`: the same records with "
+                                  "the ids looked up, a third of the input CPU) | cache (stream, but "
                                   "keep the serialized records in memory from epoch 2: no reading "
                                   "or GZIP; RAM ~ the uncompressed split) | memory (parse and look "
                                   "up the split once, keep its columns in memory, gather every batch "
@@ -113,7 +115,8 @@ class TrainConfig:
                                   "auto (memory when the parsed columns are estimated at most "
                                   "--in_memory_max_mb and a quarter of the available RAM, the "
                                   "lookups run in the input and the strategy is none/mirrored; "
-                                  "else stream). The log says what was chosen and why.")
+                                  "else ids when valid id shards exist, else stream). The log says "
+                                  "what was chosen and why.")
     in_memory_max_mb: int = option(2048, "--train_input=auto holds the training split in memory up to "
                                      "this many MiB of parsed columns (0: auto always streams).")
     lookup_in_input: bool = option(True, "Run the string -> id lookups of the training batches in the "
@@ -205,7 +208,7 @@ class TrainConfig:
             errs.append(f"--mixed_precision={self.mixed_precision!r} unknown; choose one of {MIXED_PRECISION}")
         if self.train_input not in TRAIN_INPUTS:
             errs.append(f"--train_input={self.train_input!r} unknown; choose one of {TRAIN_INPUTS}")
-        if self.train_input in ("memory", "cache") and self.distribution == "parameter_server":
+        if self.train_input in ("memory", "cache", "ids") and self.distribution == "parameter_server":
             errs.append(f"--train_input={self.train_input} is not supported with "
                         "--distribution=parameter_server (each worker streams its own shard there)")
         if self.in_memory_max_mb < 0:

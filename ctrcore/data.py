@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ctrcore import schema
+from ctrcore import idshards, schema
 from ctrcore.schema import FeatureSpec
 
 ALL_ROLES = ("serving", "train", "meta")
@@ -52,6 +52,19 @@ def parse_spec(spec: FeatureSpec, roles: Sequence[str] = ALL_ROLES,
             for name, fd in feats.items()}
 
 
+def id_parse_spec(spec: FeatureSpec, features: Dict[str, tf.io.FixedLenFeature]
+                  ) -> Dict[str, tf.io.FixedLenFeature]:
+    """``features`` (:func:`parse_spec`) as the id shards hold them (:mod:`ctrcore.idshards`):
+    every vocabulary feature an ``int64`` of the same shape (the shards write every value, so
+    the default, padding id 0, is never read)."""
+    out = {}
+    for name, f in features.items():
+        if spec.features[name].vocab:
+            f = tf.io.FixedLenFeature(f.shape, tf.int64, default_value=np.zeros(f.shape, np.int64).tolist() if f.shape else 0)
+        out[name] = f
+    return out
+
+
 def serving_parse_spec(spec: FeatureSpec) -> Dict[str, tf.io.FixedLenFeature]:
     """``parse_spec`` restricted to the ``serving`` role (the exported model's inputs)."""
     return parse_spec(spec, roles=("serving",))
@@ -75,7 +88,8 @@ def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[F
                  cache: bool = False, seed: int = 0, roles: Sequence[str] = ALL_ROLES,
                  drop_remainder: bool = False, shuffle_buffer: int = 10_000,
                  cycle_length: Optional[int] = None,
-                 features: Optional[Sequence[str]] = None) -> tf.data.Dataset:
+                 features: Optional[Sequence[str]] = None,
+                 id_shards: bool = False) -> tf.data.Dataset:
     """Batched, parsed ``dict[str, Tensor]`` dataset of ``data_dir/{split}-*.tfrecord.gz``.
 
     * ``deterministic=True``: sequential shard order (no file shuffle), deterministic interleave
@@ -86,10 +100,17 @@ def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[F
     * ``repeat``: infinite dataset (use ``steps_per_epoch``).
     * ``features``: parse only these names (e.g. ``CTRModel.train_feature_names()``): parsing
       is most of the input cost, and a W&D step reads 67 of the 455 values of a benchmark example.
+    * ``id_shards``: read the split's id shards (``data_dir/ids``, :mod:`ctrcore.idshards`;
+      check them first with :func:`ctrcore.idshards.check`): every vocabulary feature comes as
+      its looked-up int64 ids instead of the raw strings.
     """
     spec = spec or schema.load_spec(data_dir)
     features = parse_spec(spec, roles, names=features)
-    files = list_shards(data_dir, split)
+    if id_shards:
+        features = id_parse_spec(spec, features)
+        files = idshards.shard_paths(data_dir, split)
+    else:
+        files = list_shards(data_dir, split)
     n = len(files)
     files_ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle and n > 1 and not deterministic:

@@ -1,11 +1,12 @@
-"""The training input: how the training split is fed (``--train_input``: stream, cache, memory,
-or auto) and the dataset that parses only what a train step reads.
+"""The training input: how the training split is fed (``--train_input``: stream, ids, cache,
+memory, or auto) and the dataset that parses only what a train step reads.
 
 ``make_train_input(cfg, spec, model)`` parses ``model.train_feature_names()`` (the backbone's
 inputs + the label + what each aux loss declares) and, with ``--lookup_in_input``, maps
 ``backbone.lookup`` (string -> int32 ids) on the input threads. ``auto`` becomes ``memory`` when
 the parsed split fits ``--in_memory_max_mb`` and a quarter of MemAvailable, the lookups run in the
-input and the strategy is none/mirrored; else ``stream``.
+input and the strategy is none/mirrored; else ``ids`` when the split's id shards
+(:mod:`ctrcore.idshards`, ``python -m pipelines.id_shards``) are valid; else ``stream``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from ctrcore import schema
+from ctrcore import idshards, schema
 from ctrcore.config import TrainConfig
 from ctrcore.data import in_memory_dataset, load_columns, make_dataset
 
@@ -58,12 +59,27 @@ def available_memory_bytes() -> Optional[int]:
         return None
 
 
+def _stats_or_empty(data_dir: str) -> dict:
+    try:
+        return schema.load_stats(data_dir)
+    except FileNotFoundError:  # no stats.json: no row count (a broken one raises)
+        return {}
+
+
 def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
                         stats: Optional[dict] = None) -> Tuple[str, str]:
     """``(mode, reason)``: the training input ``--train_input`` asks for; ``auto`` becomes
     ``memory`` when the parsed training split fits (``--in_memory_max_mb`` and a quarter of the
     available RAM, from the split's row count in stats.json), the lookups can run in the input
     and the strategy is none or mirrored; else ``stream``."""
+    if cfg.train_input == "ids":
+        rows = ((stats if stats is not None else _stats_or_empty(cfg.data_dir)).get("examples")
+                or {}).get(cfg.train_split)
+        problem = idshards.check(cfg.data_dir, spec, cfg.train_split,
+                                 examples=None if rows is None else int(rows))
+        if problem is not None:
+            raise ValueError(f"--train_input=ids: {problem}")
+        return "ids", "--train_input"
     if cfg.train_input != "auto":
         return cfg.train_input, "--train_input"
     if cfg.distribution not in ("none", "mirrored"):
@@ -71,10 +87,7 @@ def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
     if lookup is None or not cfg.lookup_in_input:
         return "stream", "auto: the string lookups do not run in the input"
     if stats is None:
-        try:
-            stats = schema.load_stats(cfg.data_dir)
-        except FileNotFoundError:  # no stats.json: no row count, stream (a broken one raises)
-            stats = {}
+        stats = _stats_or_empty(cfg.data_dir)
     rows = (stats.get("examples") or {}).get(cfg.train_split)
     if not rows:
         return "stream", f"auto: stats.json gives no row count of split {cfg.train_split!r}"
@@ -87,7 +100,11 @@ def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
         limit = min(limit, avail / 4 / 2 ** 20)
     if mb <= limit:
         return "memory", f"auto: {int(rows)} rows, ~{mb:.0f} MiB parsed <= {limit:.0f} MiB"
-    return "stream", f"auto: {int(rows)} rows, ~{mb:.0f} MiB parsed > {limit:.0f} MiB"
+    why = f"auto: {int(rows)} rows, ~{mb:.0f} MiB parsed > {limit:.0f} MiB"
+    problem = idshards.check(cfg.data_dir, spec, cfg.train_split, examples=int(rows))
+    if problem is None:
+        return "ids", why + "; the id shards are valid"
+    return "stream", f"{why}; {problem}"
 
 
 def make_train_input(cfg: TrainConfig, spec, model):
@@ -119,10 +136,11 @@ def make_train_input(cfg: TrainConfig, spec, model):
     ds = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec, shuffle=True,
                       repeat=True, deterministic=cfg.deterministic, seed=cfg.seed,
                       shuffle_buffer=cfg.shuffle_buffer, features=train_names,
-                      cache=mode == "cache")
-    if cfg.lookup_in_input and lookup is not None:
+                      cache=mode == "cache", id_shards=mode == "ids")
+    if lookup is not None and (cfg.lookup_in_input or mode == "ids"):
         # string -> int32 ids on the input threads, overlapping the step; the step's own lookup
-        # is then a no-op cast (Backbone.lookup is idempotent on ints)
+        # is then a no-op cast (Backbone.lookup is idempotent on ints). Id shards: a cast of
+        # their int64 ids (and the numeric features passed through)
         ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=cfg.deterministic).prefetch(tf.data.AUTOTUNE)
     return ds
