@@ -400,9 +400,26 @@ def compare_inputs(a) -> dict:
         print(f"streamed / in-memory {k:10s} = ids {ratio[k]:.3f} wall, {ratio_cpu[k]:.3f} cpu-s "
               f"({'OK' if ratio[k] >= 0.9 else 'BELOW'} target 0.9); strings {strings[k]:.3f} "
               f"wall, {strings_cpu[k]:.3f} cpu-s", flush=True)
-    return {"streamed_over_memory": ratio, "streamed_over_memory_cpu": ratio_cpu,
-            "strings_over_memory": strings, "strings_over_memory_cpu": strings_cpu,
-            "runs": runs}
+    res = {"streamed_over_memory": ratio, "streamed_over_memory_cpu": ratio_cpu,
+           "strings_over_memory": strings, "strings_over_memory_cpu": strings_cpu,
+           "rounds": max(1, a.rounds), "runs": runs}
+    res["table_md"] = inputs_table(res)
+    print(res["table_md"], flush=True)
+    return res
+
+
+def inputs_table(res: dict) -> str:
+    """The Markdown table of a ``--compare_inputs`` result (benchmarks/RESULTS.md section 11)."""
+    def eps(v, mode):
+        return sum(r["examples_per_second"] for r in v[mode]) / len(v[mode])
+
+    rows = ["| model | in memory ex/s | id shards ex/s | string records ex/s | ids / memory (wall) "
+            "| (CPU-s) | strings / memory (wall) | (CPU-s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, v in res["runs"].items():
+        rows.append(f"| {k} | {eps(v, 'memory'):,.0f} | {eps(v, 'ids'):,.0f} | {eps(v, 'stream'):,.0f} "
+                    f"| **{res['streamed_over_memory'][k]:.2f}** | {res['streamed_over_memory_cpu'][k]:.2f} "
+                    f"| {res['strings_over_memory'][k]:.2f} | {res['strings_over_memory_cpu'][k]:.2f} |")
+    return "\n".join(rows)
 
 
 def parser():

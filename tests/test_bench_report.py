@@ -35,3 +35,16 @@ def test_overhead_verdicts_and_headroom_from_numbers():
     before["details"]["train"]["cpu_seconds_per_step"]["din"] = 0.1
     md2 = report.render(_res(), before, "old.json")
     assert "| din | 40,000 | 25.6 | **51.2** | 100.0 |" in md2 and '"before": old.json' in md2
+
+
+def test_inputs_table_renders_the_measured_ratios():
+    from benchmarks.train import inputs_table
+
+    def r(eps):
+        return {"examples_per_second": eps}
+
+    res = {"runs": {"din": {"memory": [r(100.0), r(120.0)], "ids": [r(99.0)], "stream": [r(80.0)]}},
+           "streamed_over_memory": {"din": 0.9}, "streamed_over_memory_cpu": {"din": 0.91},
+           "strings_over_memory": {"din": 0.727}, "strings_over_memory_cpu": {"din": 0.7}}
+    lines = inputs_table(res).splitlines()
+    assert lines[2] == "| din | 110 | 99 | 80 | **0.90** | 0.91 | 0.73 | 0.70 |"
