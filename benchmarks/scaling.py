@@ -109,6 +109,46 @@ def run(a) -> dict:
     return out
 
 
+def plot(out: dict, prefix: str) -> List[str]:
+    """One PNG per curve of a :func:`run` result: ``PREFIX_vocab.png`` (peak RSS and CPU ms/step
+    against the items in the vocabulary, log x), ``PREFIX_context.png`` (CPU ms/step against the
+    context items) and ``PREFIX_long.png`` (CPU ms/step and peak RSS against the long-sequence
+    length). Returns the paths written (a curve without points is skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = (("vocab", "n_items", "items in the vocabulary", True, True),
+              ("context", "max_context", "context items per example", False, False),
+              ("long", "long_len", "long-sequence length", False, True))
+    paths = []
+    for key, xfield, xlabel, logx, rss in curves:
+        pts = sorted(out.get(key) or [], key=lambda r: r[xfield])
+        if not pts:
+            continue
+        x = [r[xfield] for r in pts]
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        ax.plot(x, [1e3 * r["cpu_s_per_step_median"] for r in pts], "o-", color="C0")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("CPU ms / step", color="C0")
+        ax.set_ylim(bottom=0)
+        if logx:
+            ax.set_xscale("log")
+        if rss:
+            ax2 = ax.twinx()
+            ax2.plot(x, [r["peak_rss_mib"] for r in pts], "s--", color="C1")
+            ax2.set_ylabel("peak RSS (MiB)", color="C1")
+            ax2.set_ylim(bottom=0)
+        ax.set_title(f"{out.get('model')}, batch {out.get('batch_size')}: {xlabel}", fontsize=9)
+        fig.tight_layout()
+        path = f"{prefix}_{key}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -119,6 +159,9 @@ def parser():
     ap.add_argument("--vocab", default="10000,100000,1000000")
     ap.add_argument("--context", default="5,10,20,50")
     ap.add_argument("--long", default="100,500,1000")
+    ap.add_argument("--json", default="", help="write the result here")
+    ap.add_argument("--png", default="", help="PNG prefix: PREFIX_{vocab,context,long}.png")
+    ap.add_argument("--from_json", default="", help="only draw the PNGs of this earlier --json")
     # worker-only
     ap.add_argument("--n_items", type=int, default=2000)
     ap.add_argument("--short", type=int, default=20)
@@ -132,7 +175,19 @@ def main(argv: Optional[List[str]] = None):
         a.long, a.context = int(a.long), int(a.context)
         print(json.dumps(worker(a)), flush=True)
         return
-    print(json.dumps(run(a), indent=1, default=str)[:4000])
+    if a.from_json:
+        with open(a.from_json) as fh:
+            out = json.load(fh)
+    else:
+        out = run(a)
+        out["command"] = "python -m benchmarks.scaling " + " ".join(argv if argv is not None else sys.argv[1:])
+        print(json.dumps(out, indent=1, default=str)[:4000])
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump(out, fh, indent=1, default=str)
+    if a.png:
+        for p in plot(out, a.png):
+            print(f"wrote {p}")
 
 
 if __name__ == "__main__":
