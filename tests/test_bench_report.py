@@ -48,3 +48,18 @@ def test_inputs_table_renders_the_measured_ratios():
            "strings_over_memory": {"din": 0.727}, "strings_over_memory_cpu": {"din": 0.7}}
     lines = inputs_table(res).splitlines()
     assert lines[2] == "| din | 110 | 99 | 80 | **0.90** | 0.91 | 0.73 | 0.70 |"
+
+
+def test_scaling_plot_writes_one_png_per_curve(tmp_path):
+    from benchmarks.scaling import plot
+
+    def pt(**kw):
+        return dict(cpu_s_per_step_median=0.02, peak_rss_mib=700.0, **kw)
+
+    out = {"model": "ccn", "batch_size": 256, "context": [pt(max_context=c) for c in (5, 20)],
+           "vocab": [pt(n_items=n) for n in (10 ** 4, 10 ** 6)], "long": []}
+    paths = plot(out, str(tmp_path / "sc"))
+    assert [p.rsplit("_", 1)[1] for p in paths] == ["vocab.png", "context.png"]
+    for p in paths:
+        with open(p, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
