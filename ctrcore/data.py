@@ -57,12 +57,8 @@ def id_parse_spec(spec: FeatureSpec, features: Dict[str, tf.io.FixedLenFeature]
     """``features`` (:func:`parse_spec`) as the id shards hold them (:mod:`ctrcore.idshards`):
     every vocabulary feature an ``int64`` of the same shape (the shards write every value, so
     the default, padding id 0, is never read)."""
-    out = {}
-    for name, f in features.items():
-        if spec.features[name].vocab:
-            f = tf.io.FixedLenFeature(f.shape, tf.int64, default_value=np.zeros(f.shape, np.int64).tolist() if f.shape else 0)
-        out[name] = f
-    return out
+    return {name: tf.io.FixedLenFeature(f.shape, tf.int64, default_value=np.zeros(f.shape, np.int64).tolist())
+            if spec.features[name].vocab else f for name, f in features.items()}
 
 
 def serving_parse_spec(spec: FeatureSpec) -> Dict[str, tf.io.FixedLenFeature]:

@@ -27,6 +27,7 @@ import tf_keras as keras
 
 from tensorflow.python.distribute.sharded_variable import ShardedVariable as _ShardedVariable
 
+from ctrcore.idshards import vocab_lines
 from ctrcore.schema import OOV_ID, PAD, PAD_ID
 
 log = logging.getLogger("ctrcore.layers")
@@ -77,10 +78,7 @@ def check_vocabulary(vocabulary, name: Optional[str] = None, features: Sequence[
             data = fh.read()
     except tf.errors.OpError as e:
         raise VocabularyError(f"{who}: cannot read vocabulary file {path}: {e}") from None
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the trailing newline
-    lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]  # TF strips a CR too
+    lines = vocab_lines(data)  # the table initializer's split: trailing newline, CRs dropped
     if not any(lines):
         return 0  # no ids at all (empty, or blank lines only): never handed to a TF table
     first: dict = {}

@@ -59,11 +59,16 @@ def available_memory_bytes() -> Optional[int]:
         return None
 
 
-def _stats_or_empty(data_dir: str) -> dict:
-    try:
-        return schema.load_stats(data_dir)
-    except FileNotFoundError:  # no stats.json: no row count (a broken one raises)
-        return {}
+def _split_rows(cfg: TrainConfig, stats: Optional[dict]) -> Optional[int]:
+    """The training split's row count from ``stats`` (stats.json when None; no file: None, a
+    broken one raises)."""
+    if stats is None:
+        try:
+            stats = schema.load_stats(cfg.data_dir)
+        except FileNotFoundError:
+            return None
+    rows = (stats.get("examples") or {}).get(cfg.train_split)
+    return None if rows is None else int(rows)
 
 
 def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
@@ -71,12 +76,11 @@ def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
     """``(mode, reason)``: the training input ``--train_input`` asks for; ``auto`` becomes
     ``memory`` when the parsed training split fits (``--in_memory_max_mb`` and a quarter of the
     available RAM, from the split's row count in stats.json), the lookups can run in the input
-    and the strategy is none or mirrored; else ``stream``."""
+    and the strategy is none or mirrored; else ``ids`` when the id shards pass
+    :func:`ctrcore.idshards.check`; else ``stream``. ``--train_input=ids`` raises ValueError
+    with the check's reason when they do not."""
     if cfg.train_input == "ids":
-        rows = ((stats if stats is not None else _stats_or_empty(cfg.data_dir)).get("examples")
-                or {}).get(cfg.train_split)
-        problem = idshards.check(cfg.data_dir, spec, cfg.train_split,
-                                 examples=None if rows is None else int(rows))
+        problem = idshards.check(cfg.data_dir, spec, cfg.train_split, examples=_split_rows(cfg, stats))
         if problem is not None:
             raise ValueError(f"--train_input=ids: {problem}")
         return "ids", "--train_input"
@@ -86,22 +90,20 @@ def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
         return "stream", f"auto: --distribution={cfg.distribution} streams per worker"
     if lookup is None or not cfg.lookup_in_input:
         return "stream", "auto: the string lookups do not run in the input"
-    if stats is None:
-        stats = _stats_or_empty(cfg.data_dir)
-    rows = (stats.get("examples") or {}).get(cfg.train_split)
+    rows = _split_rows(cfg, stats)
     if not rows:
         return "stream", f"auto: stats.json gives no row count of split {cfg.train_split!r}"
-    if int(rows) < cfg.batch_size:
-        return "stream", f"auto: {int(rows)} rows < one batch of {cfg.batch_size}"
-    mb = int(rows) * parsed_bytes_per_example(spec, names, looked_up=True) / 2 ** 20
+    if rows < cfg.batch_size:
+        return "stream", f"auto: {rows} rows < one batch of {cfg.batch_size}"
+    mb = rows * parsed_bytes_per_example(spec, names, looked_up=True) / 2 ** 20
     avail = available_memory_bytes()
     limit = float(cfg.in_memory_max_mb)
     if avail is not None:
         limit = min(limit, avail / 4 / 2 ** 20)
     if mb <= limit:
-        return "memory", f"auto: {int(rows)} rows, ~{mb:.0f} MiB parsed <= {limit:.0f} MiB"
-    why = f"auto: {int(rows)} rows, ~{mb:.0f} MiB parsed > {limit:.0f} MiB"
-    problem = idshards.check(cfg.data_dir, spec, cfg.train_split, examples=int(rows))
+        return "memory", f"auto: {rows} rows, ~{mb:.0f} MiB parsed <= {limit:.0f} MiB"
+    why = f"auto: {rows} rows, ~{mb:.0f} MiB parsed > {limit:.0f} MiB"
+    problem = idshards.check(cfg.data_dir, spec, cfg.train_split, examples=rows)
     if problem is None:
         return "ids", why + "; the id shards are valid"
     return "stream", f"{why}; {problem}"
