@@ -367,13 +367,16 @@ def compare_inputs(a) -> dict:
     ``auto`` streams when they exist) and ``stream`` (the GZIP string records, looked up every
     epoch). ``streamed_over_memory`` = ex/s with ids / ex/s in memory (issue 15 target >= 0.9),
     ``strings_over_memory`` the same for the string records; each a ratio of the means over
-    ``--rounds`` rounds (the order of the inputs reversed every other round)."""
+    ``--rounds`` rounds (the order of the inputs reversed every other round). ``--inputs``
+    leaves out ``ids`` or ``stream``."""
     from ctrcore import idshards, schema
 
+    modes = tuple(["memory"] + [m for m in ("ids", "stream") if m in a.inputs.split(",")])
+    if len(modes) < 2:
+        raise SystemExit(f"--inputs={a.inputs!r}: name ids and/or stream")
     problem = idshards.check(a.data_dir, schema.load_spec(a.data_dir), "train")
-    if problem is not None:
+    if "ids" in modes and problem is not None:
         raise SystemExit(f"--compare_inputs: {problem}")
-    modes = ("memory", "ids", "stream")
     runs: Dict[str, Dict[str, List[dict]]] = {}
     for rnd in range(max(1, a.rounds)):
         for key, model, aux, lp in configurations(a.models, a.quick):
@@ -394,15 +397,14 @@ def compare_inputs(a) -> dict:
                for k, v in runs.items()}
         return wall, cpu
 
-    ratio, ratio_cpu = ratios("ids")
-    strings, strings_cpu = ratios("stream")
-    for k in ratio:
-        print(f"streamed / in-memory {k:10s} = ids {ratio[k]:.3f} wall, {ratio_cpu[k]:.3f} cpu-s "
-              f"({'OK' if ratio[k] >= 0.9 else 'BELOW'} target 0.9); strings {strings[k]:.3f} "
-              f"wall, {strings_cpu[k]:.3f} cpu-s", flush=True)
-    res = {"streamed_over_memory": ratio, "streamed_over_memory_cpu": ratio_cpu,
-           "strings_over_memory": strings, "strings_over_memory_cpu": strings_cpu,
-           "rounds": max(1, a.rounds), "runs": runs}
+    res = {"inputs": list(modes), "rounds": max(1, a.rounds), "runs": runs}
+    for mode, key in (("ids", "streamed_over_memory"), ("stream", "strings_over_memory")):
+        if mode in modes:
+            res[key], res[key + "_cpu"] = ratios(mode)
+            for k, r in res[key].items():
+                print(f"{mode} / in-memory {k:10s} = {r:.3f} wall, {res[key + '_cpu'][k]:.3f} cpu-s"
+                      + (f" ({'OK' if r >= 0.9 else 'BELOW'} target 0.9)" if mode == "ids" else ""),
+                      flush=True)
     res["table_md"] = inputs_table(res)
     print(res["table_md"], flush=True)
     return res
@@ -413,12 +415,18 @@ def inputs_table(res: dict) -> str:
     def eps(v, mode):
         return sum(r["examples_per_second"] for r in v[mode]) / len(v[mode])
 
-    rows = ["| model | in memory ex/s | id shards ex/s | string records ex/s | ids / memory (wall) "
-            "| (CPU-s) | strings / memory (wall) | (CPU-s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    cols = [(m, t, key) for m, t, key in (("ids", "id shards", "streamed_over_memory"),
+                                          ("stream", "string records", "strings_over_memory"))
+            if key in res]
+    head = "| model | in memory ex/s | " + "".join(f"{t} ex/s | " for _, t, _ in cols)
+    head += "".join(f"{m if m == 'ids' else 'strings'} / memory (wall) | (CPU-s) | " for m, _, _ in cols)
+    rows = [head.rstrip(), "|---|" + "---:|" * (1 + 3 * len(cols))]
     for k, v in res["runs"].items():
-        rows.append(f"| {k} | {eps(v, 'memory'):,.0f} | {eps(v, 'ids'):,.0f} | {eps(v, 'stream'):,.0f} "
-                    f"| **{res['streamed_over_memory'][k]:.2f}** | {res['streamed_over_memory_cpu'][k]:.2f} "
-                    f"| {res['strings_over_memory'][k]:.2f} | {res['strings_over_memory_cpu'][k]:.2f} |")
+        cells = [k, f"{eps(v, 'memory'):,.0f}"] + [f"{eps(v, m):,.0f}" for m, _, _ in cols]
+        for m, _, key in cols:
+            r = f"{res[key][k]:.2f}"
+            cells += [f"**{r}**" if m == "ids" else r, f"{res[key + '_cpu'][k]:.2f}"]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -442,6 +450,8 @@ def parser():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--train_input", default="auto", choices=("auto", "stream", "ids", "cache", "memory"),
                     help="the trainer's --train_input (auto: in memory when it fits)")
+    ap.add_argument("--inputs", default="ids,stream",
+                    help="--compare_inputs: the streamed inputs beside memory (ids, stream)")
     ap.add_argument("--compare_inputs", action="store_true",
                     help=f"streamed (id shards, string records) / in-memory ex/s per model (default "
                          f"models {STREAMED_MODELS}; the id shards must exist: python -m pipelines.id_shards)")

@@ -52,15 +52,6 @@ def parse_spec(spec: FeatureSpec, roles: Sequence[str] = ALL_ROLES,
             for name, fd in feats.items()}
 
 
-def id_parse_spec(spec: FeatureSpec, features: Dict[str, tf.io.FixedLenFeature]
-                  ) -> Dict[str, tf.io.FixedLenFeature]:
-    """``features`` (:func:`parse_spec`) as the id shards hold them (:mod:`ctrcore.idshards`):
-    every vocabulary feature an ``int64`` of the same shape (the shards write every value, so
-    the default, padding id 0, is never read)."""
-    return {name: tf.io.FixedLenFeature(f.shape, tf.int64, default_value=np.zeros(f.shape, np.int64).tolist())
-            if spec.features[name].vocab else f for name, f in features.items()}
-
-
 def serving_parse_spec(spec: FeatureSpec) -> Dict[str, tf.io.FixedLenFeature]:
     """``parse_spec`` restricted to the ``serving`` role (the exported model's inputs)."""
     return parse_spec(spec, roles=("serving",))
@@ -77,6 +68,21 @@ def list_shards(data_dir: str, split: str) -> list:
     if not files:
         raise FileNotFoundError(f"no {split}-*.tfrecord.gz under {data_dir}")
     return files
+
+
+def _records(files: Sequence[str], compression: str, shuffle: bool, deterministic: bool, seed: int,
+             cycle_length: Optional[int]) -> tf.data.Dataset:
+    """The records of ``files``, interleaved; the file order shuffled (every pass) with
+    ``shuffle`` unless ``deterministic``."""
+    n = len(files)
+    files_ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle and n > 1 and not deterministic:
+        files_ds = files_ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    read = lambda f: tf.data.TFRecordDataset(f, compression_type=compression, buffer_size=1 << 20)
+    if n > 1:
+        return files_ds.interleave(read, cycle_length=cycle_length or min(n, 8), block_length=1,
+                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return read(files[0])
 
 
 def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[FeatureSpec] = None,
@@ -96,27 +102,18 @@ def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[F
     * ``repeat``: infinite dataset (use ``steps_per_epoch``).
     * ``features``: parse only these names (e.g. ``CTRModel.train_feature_names()``): parsing
       is most of the input cost, and a W&D step reads 67 of the 455 values of a benchmark example.
-    * ``id_shards``: read the split's id shards (``data_dir/ids``, :mod:`ctrcore.idshards`;
-      check them first with :func:`ctrcore.idshards.check`): every vocabulary feature comes as
-      its looked-up int64 ids instead of the raw strings.
+    * ``id_shards``: read the split's id shards instead (``data_dir/ids``; check them first with
+      :func:`ctrcore.idshards.check`): :func:`block_dataset`, every vocabulary feature as its
+      looked-up int32 ids. ``cache`` does not apply.
     """
     spec = spec or schema.load_spec(data_dir)
     features = parse_spec(spec, roles, names=features)
     if id_shards:
-        features = id_parse_spec(spec, features)
-        files = idshards.shard_paths(data_dir, split)
-    else:
-        files = list_shards(data_dir, split)
-    n = len(files)
-    files_ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle and n > 1 and not deterministic:
-        files_ds = files_ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    read = lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP", buffer_size=1 << 20)
-    if n > 1:
-        ds = files_ds.interleave(read, cycle_length=cycle_length or min(n, 8), block_length=1,
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    else:
-        ds = read(files[0])
+        return block_dataset(data_dir, split, batch_size, sorted(features), shuffle=shuffle,
+                             repeat=repeat, deterministic=deterministic, seed=seed,
+                             drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer,
+                             cycle_length=cycle_length)
+    ds = _records(list_shards(data_dir, split), "GZIP", shuffle, deterministic, seed, cycle_length)
     cache_parsed = cache and not shuffle
     if cache and shuffle:
         ds = ds.cache()
@@ -135,6 +132,67 @@ def make_dataset(data_dir: str, split: str, batch_size: int, *, spec: Optional[F
     opts.deterministic = deterministic
     ds = ds.with_options(opts)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def block_dataset(data_dir: str, split: str, batch_size: int, features: Sequence[str], *,
+                  shuffle: bool = True, repeat: bool = False, deterministic: bool = False,
+                  seed: int = 0, drop_remainder: bool = False, shuffle_buffer: int = 10_000,
+                  cycle_length: Optional[int] = None) -> tf.data.Dataset:
+    """Batches of ``features`` from the id shards of ``split`` (:mod:`ctrcore.idshards`: column
+    blocks of ``block_rows`` examples; vocabulary features as int32 ids, the others as parsed
+    from the string records).
+
+    No per-example work is left: a block is one record frame and one ``decode_raw`` per column,
+    and the examples are shuffled by windows. With ``shuffle``, the shard order and the blocks
+    (a buffer of ``shuffle_buffer // block_rows`` blocks) are shuffled every pass, each pass's
+    blocks are cut into windows of ``shuffle_buffer`` examples (the last one short), and each
+    window's rows are permuted by ``argsort(stateless_uniform(seed=(seed, window number)))``,
+    windows numbered over all passes, before they are cut into batches (with ``repeat``, as in
+    the string input, a pass's last batch is completed from the next pass). An
+    example therefore meets, in its batch, examples of up to ``shuffle_buffer / block_rows``
+    blocks drawn from the buffer, as the record-level buffer of the string input draws from its
+    ``shuffle_buffer`` records. Without ``shuffle`` the batches hold the shards' examples in
+    order (the string input's order).
+    """
+    m = idshards.load_manifest(data_dir)
+    block_rows = int(m["block_rows"])
+    cols = m["columns"]
+    compression = idshards.COMPRESSIONS[m["compression"]][0]
+    files = idshards.shard_paths(m, data_dir, split)
+    parse = {idshards.ROWS_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    for name in features:
+        parse[name] = (tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+                       if cols[name]["dtype"] == "string" else tf.io.FixedLenFeature([], tf.string))
+    dtypes = {"int32": tf.int32, "int64": tf.int64, "float32": tf.float32}
+
+    def decode(record):
+        p = tf.io.parse_single_example(record, parse)
+        out = {}
+        for name in features:
+            c = cols[name]
+            v = p[name] if c["dtype"] == "string" else tf.io.decode_raw(p[name], dtypes[c["dtype"]])
+            out[name] = tf.reshape(v, [-1] + list(c["shape"]))
+        return out
+
+    ds = _records(files, compression, shuffle, deterministic, seed, cycle_length)
+    if shuffle:
+        ds = ds.shuffle(max(1, shuffle_buffer // block_rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if shuffle:  # windows within a pass (the last one short), numbered over all passes
+        ds = ds.rebatch(max(batch_size, shuffle_buffer))
+    if repeat:
+        ds = ds.repeat()
+    if shuffle:
+        def permute(i, w):
+            n = tf.shape(w[features[0]])[0]
+            perm = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), i])))
+            return {k: tf.gather(v, perm) for k, v in w.items()}
+
+        ds = ds.enumerate().map(permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder or repeat)
+    opts = tf.data.Options()
+    opts.deterministic = deterministic
+    return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
 
 
 def load_columns(data_dir: str, split: str, *, spec: Optional[FeatureSpec] = None,

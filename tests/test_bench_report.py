@@ -48,6 +48,11 @@ def test_inputs_table_renders_the_measured_ratios():
            "strings_over_memory": {"din": 0.727}, "strings_over_memory_cpu": {"din": 0.7}}
     lines = inputs_table(res).splitlines()
     assert lines[2] == "| din | 110 | 99 | 80 | **0.90** | 0.91 | 0.73 | 0.70 |"
+    for k in ("strings_over_memory", "strings_over_memory_cpu"):  # --inputs=ids
+        del res[k]
+    lines = inputs_table(res).splitlines()
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 6
+    assert lines[2] == "| din | 110 | 99 | **0.90** | 0.91 |"
 
 
 def test_scaling_plot_writes_one_png_per_curve(tmp_path):

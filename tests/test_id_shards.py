@@ -1,10 +1,11 @@
-"""Id shards (ctrcore.idshards, pipelines.id_shards, --train_input=ids): the same records with
-every vocabulary feature looked up exactly as the in-graph IdLookup does, nothing lost, stale
-or broken shards refused with errors naming the file, record and feature."""
+"""Id shards (ctrcore.idshards, pipelines.id_shards, --train_input=ids): the same examples in
+column blocks, every vocabulary feature looked up exactly as the in-graph IdLookup does, nothing
+lost, stale or broken shards refused with errors naming the file, record and feature."""
 import gzip
 import json
 import os
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from pipelines import id_shards
 def ids_data(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("ids") / "data")
     write_fake_dataset(d, n_examples=600, seed=0)
-    id_shards.run(d, ["train", "valid"])
+    id_shards.run(d, ["train", "valid"], block_rows=50)  # short last blocks: 600 = 3 shards x 200
     return d
 
 
@@ -45,34 +46,79 @@ def test_vocab_index_matches_idlookup(tmp_path):
     assert idshards.vocab_index(b"\n\n") == {}
 
 
-def test_shards_hold_the_looked_up_records_in_order(ids_data):
-    spec, stats = schema.load_spec(ids_data), schema.load_stats(ids_data)
-    m = json.load(open(idshards.manifest_path(ids_data)))
+def _rows(ds, names):
+    """Every row of ``ds`` as a tuple of its values (flattened), in order."""
+    out = []
+    for b in ds:
+        cols = [b[n].numpy().reshape(b[n].shape[0], -1) for n in names]
+        out += [tuple(v for c in cols for v in c[i].tolist()) for i in range(cols[0].shape[0])]
+    return out
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_shards_hold_the_looked_up_examples_in_order(ids_data, tmp_path, compression):
+    d = ids_data
+    if compression != "none":
+        d = str(tmp_path / "gz")
+        shutil.copytree(ids_data, d)
+        id_shards.run(d, ["train", "valid"], block_rows=64, compression=compression)
+    spec, stats = schema.load_spec(d), schema.load_stats(d)
+    m = json.load(open(idshards.manifest_path(d)))
+    assert m["compression"] == compression and m["columns"] == idshards.columns(spec)
     for split in ("train", "valid"):
         assert m["splits"][split]["examples"] == stats["examples"][split]
-        assert [os.path.basename(p) for p in D.list_shards(ids_data, split)] == m["splits"][split]["shards"]
-    assert idshards.check(ids_data, spec, "train", examples=stats["examples"]["train"]) is None
-    cfg = _cfg(ids_data)
+        assert m["splits"][split]["shards"] == [
+            idshards.id_shard_name(os.path.basename(p), compression) for p in D.list_shards(d, split)]
+    assert idshards.check(d, spec, "train", examples=stats["examples"]["train"]) is None
+    cfg = _cfg(d)
     model = models.model_factory(cfg)(spec, stats)
     lookup = model.backbone.lookup
     n = 0
     for split in ("train", "valid"):
-        s = D.make_dataset(ids_data, split, 64, spec=spec, shuffle=False, deterministic=True)
-        i = D.make_dataset(ids_data, split, 64, spec=spec, shuffle=False, deterministic=True,
+        s = D.make_dataset(d, split, 64, spec=spec, shuffle=False, deterministic=True)
+        i = D.make_dataset(d, split, 64, spec=spec, shuffle=False, deterministic=True,
                            id_shards=True)
         for bs, bi in zip(s, i):
             want = lookup(bs)
+            assert set(bi) == set(bs)
             for name, fd in spec.features.items():
                 if fd.vocab:
-                    assert bi[name].dtype == tf.int64
+                    assert bi[name].dtype == tf.int32
                     np.testing.assert_array_equal(bi[name].numpy(), want[name].numpy(), err_msg=name)
                 else:
+                    assert bi[name].dtype == bs[name].dtype, name
                     np.testing.assert_array_equal(bi[name].numpy(), bs[name].numpy(), err_msg=name)
             n += int(bi["label"].shape[0])
     assert n == stats["examples"]["train"] + stats["examples"]["valid"]
     # the OOV bucket is exercised: valid holds items unseen in train
-    i = D.make_dataset(ids_data, "valid", 4096, spec=spec, shuffle=False, id_shards=True)
+    i = D.make_dataset(d, "valid", 4096, spec=spec, shuffle=False, id_shards=True)
     assert (next(iter(i))["item_id"].numpy() == 1).any()
+
+
+def test_shuffled_pass_is_a_permutation_reproducible_from_the_seed(ids_data):
+    spec = schema.load_spec(ids_data)
+    names = sorted(spec.features)
+    ordered = _rows(D.make_dataset(ids_data, "train", 64, spec=spec, shuffle=False, id_shards=True), names)
+    passes = {}
+    for seed in (3, 3, 4):
+        ds = D.make_dataset(ids_data, "train", 64, spec=spec, shuffle=True, deterministic=True,
+                            seed=seed, shuffle_buffer=150, id_shards=True)
+        passes.setdefault(seed, []).append(_rows(ds, names))
+    a, b = passes[3]
+    assert a == b  # the same seed, the same order
+    assert sorted(a) == sorted(ordered) and a != ordered  # every example once, shuffled
+    assert passes[4][0] != a and sorted(passes[4][0]) == sorted(ordered)
+    # windows of 150 examples: each batch mixes examples of several blocks of 50
+    first = set(a[:64])
+    assert len({ordered.index(r) // 50 for r in first}) >= 3
+    # repeated: full batches; the first pass's whole batches hold distinct examples
+    ds = D.make_dataset(ids_data, "train", 64, spec=spec, shuffle=True, repeat=True, seed=3,
+                        shuffle_buffer=150, id_shards=True)
+    k = len(ordered) // 64
+    rows = _rows(ds.take(k + 2), names)
+    assert len(rows) == (k + 2) * 64
+    assert not Counter(rows[:k * 64]) - Counter(ordered)  # no example twice within the pass
+    assert set(rows) <= set(ordered)
 
 
 def test_check_refuses_stale_missing_and_miscounted(ids_data, tmp_path):
@@ -88,6 +134,15 @@ def test_check_refuses_stale_missing_and_miscounted(ids_data, tmp_path):
     assert "another vocabulary 'item_id'" in p and "pipelines.id_shards" in p
     with pytest.raises(ValueError, match="--train_input=ids: the id shards were made"):
         trainer.resolve_train_input(_cfg(d, train_input="ids"), spec)
+    m = json.load(open(idshards.manifest_path(d)))
+    m["columns"]["item_id"]["dtype"] = "int64"
+    with open(idshards.manifest_path(d), "w") as fh:
+        json.dump(m, fh)
+    assert "columns differ" in idshards.check(d, spec, "train") and "'item_id'" in idshards.check(d, spec, "train")
+    m["format_version"] = 1  # the per-record shards of earlier versions
+    with open(idshards.manifest_path(d), "w") as fh:
+        json.dump(m, fh)
+    assert "format_version 1, expected 2" in idshards.check(d, spec, "train")
     os.remove(idshards.manifest_path(d))
     assert "not found" in idshards.check(d, spec, "train")
 
@@ -109,9 +164,9 @@ def test_resolve_auto_and_ids_mode(ids_data, tmp_path):
         trainer.resolve_train_input(_cfg(bare, train_input="ids"), schema.load_spec(bare))
 
 
-def test_ids_input_feeds_the_same_batches_as_the_stream(ids_data):
-    """Fixed seed, deterministic order: the ids input gives the streamed input's batches after
-    the lookups, so training on it is the same computation."""
+def test_ids_input_feeds_what_the_stream_feeds(ids_data):
+    """The trainer's ids input gives batches of the streamed input's features, dtypes and shapes
+    after the lookups, and one pass of it holds the streamed split's examples."""
     spec, stats = schema.load_spec(ids_data), schema.load_stats(ids_data)
     batches = {}
     for mode in ("stream", "ids"):
@@ -122,8 +177,14 @@ def test_ids_input_feeds_the_same_batches_as_the_stream(ids_data):
     for a, b in zip(batches["stream"], batches["ids"]):
         assert set(a) == set(b)
         for k in a:
-            assert a[k].dtype == b[k].dtype, k
-            np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+    names = sorted(batches["ids"][0])
+    lookup = model.backbone.lookup
+    stream = _rows(D.make_dataset(ids_data, "train", 64, spec=spec, shuffle=False, features=names)
+                   .map(lookup), names)
+    ids = _rows(D.make_dataset(ids_data, "train", 64, spec=spec, shuffle=True, seed=3,
+                               features=names, id_shards=True).map(lookup), names)
+    assert sorted(ids) == sorted(stream)
 
 
 def _rewrite_first_shard(d, records):
