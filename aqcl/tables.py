@@ -41,3 +41,12 @@ FIG5_ALPHA = _layout("aqcl_alpha", "Fig. 5 right: constant alpha vs alpha-adapta
     ("din_aqcl_alpha0", "AQCL alpha=0"), ("din_aqcl_alpha0.3", "AQCL alpha=0.3"),
     ("din_aqcl_alpha0.6", "AQCL alpha=0.6"), ("din_aqcl_alpha1", "AQCL alpha=1"),
     ("din+aqcl", "AQCL")), base="din")
+
+
+#: The paper's Amazon AUCs (AQCL Table 2, Amazon block, 5 trials; Table 3, Amazon column), by the
+#: reproduction driver's model name: what ``scripts/reproduce_aqcl.py`` compares its rows with.
+PAPER_AMAZON_AUC = {"din": 0.6956, "din_dropoutnet": 0.6929, "din_deepmcp": 0.7053, "din_dmr": 0.6982,
+                    "din_icl": 0.7016, "din_aqcl": 0.7078, "wide_deep": 0.6803,
+                    "wide_deep_aqcl": 0.6841, "deepfm": 0.6810, "deepfm_aqcl": 0.6848}
+#: Each AQCL row's backbone in Table 3 (driver model names)
+BACKBONE_OF = {"din_aqcl": "din", "wide_deep_aqcl": "wide_deep", "deepfm_aqcl": "deepfm"}

@@ -63,6 +63,31 @@ def test_tables_relaimpr_against_din_and_own_backbone(tmp_path):
     assert js["models"]["din_aqcl"]["auc_per_seed"] == [0.73, 0.75]
 
 
+def test_paper_section_compares_relaimpr_and_states_each_target(tmp_path):
+    runs = str(tmp_path / "runs")
+    for s, a in enumerate([0.80, 0.80]):
+        _run(runs, "din", s, a, (0.78, 0.80, 0.86))
+    for s, a in enumerate([0.80, 0.82]):
+        _run(runs, "din_icl", s, a, (0.78, 0.80, 0.86))
+    for s, a in enumerate([0.83, 0.83]):  # +10 % RelaImpr over DIN: above the paper's +6.24 %
+        _run(runs, "din_aqcl", s, a, (0.78, 0.80, 0.86))
+    _run(runs, "wide_deep", 0, 0.79, (0.78, 0.80, 0.86))
+    _run(runs, "wide_deep_aqcl", 0, 0.78, (0.78, 0.80, 0.86))
+    prefix = str(tmp_path / "aqcl")
+    R.write_results(runs, prefix, [], None, str(tmp_path), "")
+    md = open(prefix + ".md").read()
+    sec = md.split("## Against the paper (Amazon)")[1].split("## Commands")[0]
+    row = [l for l in sec.splitlines() if l.startswith("| AQCL |")][0]
+    assert row == (f"| AQCL | 0.7078 | {M.relaimpr(0.7078, 0.6956):+.2f}% | 0.8300 | "
+                   f"{M.relaimpr(0.83, 0.80):+.2f}% | 2/2 | yes |")
+    wd = [l for l in sec.splitlines() if l.startswith("| AQCL_W&D |")][0]
+    assert wd.endswith("| 0/1 | **no** |")  # ours below W&D, the paper's above
+    assert "AQCL RelaImpr over DIN >= +6.24 % (the paper's): +10.00% -> **met**" in sec
+    assert "ours AQCL > ICL > DIN -> **met**" in sec
+    assert "AQCL helps W&D: " in sec and "-> **missed**" in sec
+    assert "alpha = R(L): **not searched**" in md
+
+
 def test_driver_args_name_what_decides_the_runs():
     """The Commands section's driver line reproduces the selection: --only, runs dir, results."""
     from types import SimpleNamespace
