@@ -363,7 +363,7 @@ def compare_inputs(a) -> dict:
     """End-to-end training examples/s of each model with the streamed inputs over the in-memory
     one (``--train_input=memory``: parsed and looked up once), in one run, each in its own
     worker, the inputs alternating per model: ``ids`` (the id shards of
-    ``python -m pipelines.id_shards``: int64 ids read, shuffled and parsed every epoch; what
+    ``python -m pipelines.id_shards``: int32 id blocks read, shuffled and decoded every epoch; what
     ``auto`` streams when they exist) and ``stream`` (the GZIP string records, looked up every
     epoch). ``streamed_over_memory`` = ex/s with ids / ex/s in memory (issue 15 target >= 0.9),
     ``strings_over_memory`` the same for the string records; each a ratio of the means over

@@ -142,7 +142,7 @@ def make_train_input(cfg: TrainConfig, spec, model):
     if lookup is not None and (cfg.lookup_in_input or mode == "ids"):
         # string -> int32 ids on the input threads, overlapping the step; the step's own lookup
         # is then a no-op cast (Backbone.lookup is idempotent on ints). Id shards: a cast of
-        # their int64 ids (and the numeric features passed through)
+        # their int32 ids (and the numeric features passed through)
         ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=cfg.deterministic).prefetch(tf.data.AUTOTUNE)
     return ds
