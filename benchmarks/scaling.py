@@ -15,6 +15,14 @@ searches + the CCN context loss) in one long ``fit()`` (``benchmarks.train.time_
   (sparse Adagrad row updates: should not grow with the vocabulary);
 * context: short 20 / long 100 / ``max_context`` C;
 * long sequence: short 20 / context 20 / ``long_len`` L.
+
+``--ps_vocab=N[,M]``: the vocabulary points again under ``--distribution=parameter_server`` on a
+local cluster (the worker is the chief; ``--ps_shards`` parameter servers and one worker, each a
+``tf.distribute.Server`` subprocess of it, every table split over the ps by
+``FixedShardsPartitioner``, the input a ``DatasetCreator``). Keras' parameter-server training has
+no batch-level callbacks, so its step time is the wall time of each timed epoch / its steps
+(median over epochs), CPU the chief's and servers' user+sys per step, and the peak RSS is
+reported per process (``VmHWM``): the tables live on the ps.
 """
 from __future__ import annotations
 
@@ -22,9 +30,13 @@ import argparse
 import json
 import os
 import resource
+import socket
+import subprocess
 import sys
 import tempfile
-from typing import List, Optional
+import threading
+import time
+from typing import Dict, List, Optional
 
 from benchmarks.train import load_average, make_config, run_worker, time_fit
 
@@ -35,6 +47,133 @@ def _rss_mib() -> float:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _hwm_mib(pid) -> float:
+    """Peak RSS (``VmHWM``) of a live process."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_s(pid) -> float:
+    """user + sys seconds of a live process."""
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_ports(n: int) -> List[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def server_main(job: str, index: int) -> None:
+    """A ps / worker task of the local cluster (TF_CONFIG from the chief); exits with its parent."""
+    import tensorflow as tf
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    tf.distribute.Server(resolver.cluster_spec(), job_name=job, task_index=index, protocol="grpc",
+                         start=True).join()
+
+
+def ps_worker(a) -> dict:
+    """The chief of a local parameter-server cluster (``--ps_shards`` ps + 1 worker): one
+    vocabulary point, timed per epoch."""
+    import dataclasses
+
+    from ccn import models
+    from ctrcore import schema, trainer
+    from ctrcore.data import make_dataset
+    from ctrcore.schema import SpecConfig
+    from ctrcore.testing import write_fake_dataset
+
+    ports = _free_ports(a.ps_shards + 2)
+    cluster = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"],
+               "ps": [f"127.0.0.1:{p}" for p in ports[2:]]}
+    servers: Dict[str, subprocess.Popen] = {}
+    env = dict(os.environ)
+    try:
+        for job, n in (("ps", a.ps_shards), ("worker", 1)):
+            for i in range(n):
+                env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": job, "index": i}})
+                servers[f"{job}{i}"] = subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.scaling", f"--server={job}:{i}"], env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
+        import tensorflow as tf
+        import tf_keras as keras
+
+        rss0 = _rss_mib()
+        with tempfile.TemporaryDirectory() as d:
+            write_fake_dataset(d, n_examples=3000, seed=0, n_items=2000,
+                               spec_config=SpecConfig(short_len=a.short, long_len=a.long, max_context=a.context),
+                               splits=("train", "valid"))
+            spec, stats = schema.load_spec(d), schema.load_stats(d)
+            with open(spec.vocab_path("item_id"), "a") as fh:
+                have = sum(1 for _ in open(spec.vocab_path("item_id")))
+                fh.writelines(f"ix{k}\n" for k in range(max(0, a.n_items - have)))
+            cfg = dataclasses.replace(make_config(d, a.model, "", a.batch_size, steps_per_epoch=a.steps_per_epoch),
+                                      distribution="parameter_server", lookup_in_input=False)
+            trainer.setup_runtime(cfg)
+            strategy = trainer.make_strategy(
+                cfg, variable_partitioner=tf.distribute.experimental.partitioners.FixedShardsPartitioner(a.ps_shards))
+            t0 = time.perf_counter()
+            model = trainer.build_compiled(cfg, models.model_factory(cfg), spec, stats, strategy)
+            build_s = time.perf_counter() - t0
+            table = model.backbone.tables["item_id"].embeddings
+            shards = [v.device for v in getattr(table, "variables", [table])]
+            rows = int(table.shape[0])
+            ds = keras.utils.experimental.DatasetCreator(lambda ctx: make_dataset(
+                d, "train", ctx.get_per_replica_batch_size(a.batch_size), spec=spec, shuffle=True, repeat=True))
+            pids = [os.getpid()] + [p.pid for p in servers.values()]
+            marks = []
+
+            class EpochTimer(keras.callbacks.Callback):
+                def on_epoch_begin(self, epoch, logs=None):
+                    marks.append([time.perf_counter(), sum(_cpu_s(p) for p in pids)])
+
+                def on_epoch_end(self, epoch, logs=None):
+                    marks[-1] += [time.perf_counter(), sum(_cpu_s(p) for p in pids)]
+
+            load0 = load_average()
+            t0 = time.perf_counter()
+            model.fit(ds, epochs=1 + a.epochs, steps_per_epoch=a.steps_per_epoch, callbacks=[EpochTimer()],
+                      verbose=0)
+            fit_s = time.perf_counter() - t0
+        timed = marks[1:]
+        step = sorted((m[2] - m[0]) / a.steps_per_epoch for m in timed)
+        cpu = sorted((m[3] - m[1]) / a.steps_per_epoch for m in timed)
+        peak = {k: _hwm_mib(p.pid) for k, p in servers.items()}
+        peak["chief"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"model": a.model, "n_items": a.n_items, "item_table_rows": rows, "distribution": "parameter_server",
+                "ps_shards": a.ps_shards, "item_table_shards": shards,
+                "server_pids": [p.pid for p in servers.values()], "short_len": a.short, "long_len": a.long,
+                "max_context": a.context, "batch_size": a.batch_size,
+                "step_s_median": step[len(step) // 2], "cpu_s_per_step_median": cpu[len(cpu) // 2],
+                "epoch_step_s": step, "timing": "epoch wall / steps (no batch callbacks under PS)",
+                "cpu_of": "chief + ps + worker processes", "peak_rss_mib_per_process": peak,
+                "peak_rss_mib": max(peak.values()), "build_seconds": build_s, "fit_seconds": fit_s,
+                "rss_start_mib": rss0, "load_average_start": load0, "load_average_end": load_average()}
+    finally:
+        for p in servers.values():
+            p.kill()
+            p.wait()
 
 
 def worker(a) -> dict:
@@ -106,6 +245,14 @@ def run(a) -> dict:
         print(f"long {L:>5d}: step {1e3 * r['step_s_median']:7.0f} ms, cpu {1e3 * r['cpu_s_per_step_median']:.0f} ms, "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB{' BIMODAL' if r['bimodal'] else ''} "
               f"| load {r['load_average_start'][0]:.1f}", flush=True)
+    for n in [int(float(x)) for x in a.ps_vocab.split(",") if x]:
+        r = run_worker("benchmarks.scaling", _args(a, n_items=n, short=5, long=12, context=4) +
+                       ["--ps_point", f"--ps_shards={a.ps_shards}"], timeout=a.ps_timeout)
+        out.setdefault("vocab_parameter_server", []).append(r)
+        print(f"vocab {n:>8d} parameter_server ({a.ps_shards} ps): peak RSS per process "
+              f"{ {k: round(v) for k, v in r['peak_rss_mib_per_process'].items()} } MiB; "
+              f"step {1e3 * r['step_s_median']:.0f} ms, cpu {1e3 * r['cpu_s_per_step_median']:.0f} ms "
+              f"(all processes) | load {r['load_average_start'][0]:.1f}", flush=True)
     return out
 
 
@@ -129,7 +276,12 @@ def plot(out: dict, prefix: str) -> List[str]:
             continue
         x = [r[xfield] for r in pts]
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        ax.plot(x, [1e3 * r["cpu_s_per_step_median"] for r in pts], "o-", color="C0")
+        ax.plot(x, [1e3 * r["cpu_s_per_step_median"] for r in pts], "o-", color="C0", label="one process")
+        ps = sorted(out.get(f"{key}_parameter_server") or [], key=lambda r: r[xfield])
+        if ps:  # CPU of all the cluster's processes; RSS: the largest process
+            ax.plot([r[xfield] for r in ps], [1e3 * r["cpu_s_per_step_median"] for r in ps], "^:",
+                    color="C2", label=f"parameter_server ({ps[0].get('ps_shards')} ps)")
+            ax.legend(fontsize=7, loc="upper left")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("CPU ms / step", color="C0")
         ax.set_ylim(bottom=0)
@@ -138,6 +290,8 @@ def plot(out: dict, prefix: str) -> List[str]:
         if rss:
             ax2 = ax.twinx()
             ax2.plot(x, [r["peak_rss_mib"] for r in pts], "s--", color="C1")
+            if ps:
+                ax2.plot([r[xfield] for r in ps], [r["peak_rss_mib"] for r in ps], "v:", color="C3")
             ax2.set_ylabel("peak RSS (MiB)", color="C1")
             ax2.set_ylim(bottom=0)
         ax.set_title(f"{out.get('model')}, batch {out.get('batch_size')}: {xlabel}", fontsize=9)
@@ -159,21 +313,30 @@ def parser():
     ap.add_argument("--vocab", default="10000,100000,1000000")
     ap.add_argument("--context", default="5,10,20,50")
     ap.add_argument("--long", default="100,500,1000")
+    ap.add_argument("--ps_vocab", default="", help="vocabulary points under parameter_server (e.g. 10000000)")
+    ap.add_argument("--ps_shards", type=int, default=2, help="parameter servers of --ps_vocab's cluster")
+    ap.add_argument("--ps_timeout", type=int, default=900, help="seconds before a --ps_vocab point is killed")
+    ap.add_argument("--server", default="", help=argparse.SUPPRESS)  # job:index of the local cluster
     ap.add_argument("--json", default="", help="write the result here")
     ap.add_argument("--png", default="", help="PNG prefix: PREFIX_{vocab,context,long}.png")
     ap.add_argument("--from_json", default="", help="only draw the PNGs of this earlier --json")
     # worker-only
     ap.add_argument("--n_items", type=int, default=2000)
     ap.add_argument("--short", type=int, default=20)
+    ap.add_argument("--ps_point", action="store_true", help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: Optional[List[str]] = None):
     ap = parser()
     a = ap.parse_args(argv)
+    if a.server:
+        job, index = a.server.split(":")
+        server_main(job, int(index))
+        return
     if a.worker:
         a.long, a.context = int(a.long), int(a.context)
-        print(json.dumps(worker(a)), flush=True)
+        print(json.dumps(ps_worker(a) if a.ps_point else worker(a)), flush=True)
         return
     if a.from_json:
         with open(a.from_json) as fh:

@@ -1,4 +1,8 @@
 """benchmarks.report renders run_all's JSON: ratios, verdicts and headroom come from the numbers."""
+import os
+
+import pytest
+
 from benchmarks import report
 
 
@@ -68,3 +72,43 @@ def test_scaling_plot_writes_one_png_per_curve(tmp_path):
     for p in paths:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the parameter-server points go onto the vocabulary curve: another PNG, the same file name
+    out["vocab_parameter_server"] = [pt(n_items=10 ** 7, ps_shards=2)]
+    before = open(paths[0], "rb").read()
+    assert plot(out, str(tmp_path / "sc"))[0] == paths[0] and open(paths[0], "rb").read() != before
+
+
+def test_scaling_process_probes_read_this_process():
+    import os
+
+    from benchmarks.scaling import _cpu_s, _free_ports, _hwm_mib
+
+    assert _hwm_mib(os.getpid()) > 10 and _cpu_s(os.getpid()) > 0
+    ports = _free_ports(3)
+    assert len(set(ports)) == 3 and all(p > 0 for p in ports)
+
+
+@pytest.mark.slow
+def test_scaling_parameter_server_point_runs_on_a_local_cluster(tmp_path):
+    """One --ps_vocab point end to end: 2 ps + 1 worker subprocesses, the item table split over
+    the two ps, a step time and a peak RSS per process, and no server left behind."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "ps.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    p = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--vocab=", "--context=", "--long=",
+                        "--ps_vocab=5000", "--epochs=1", "--steps_per_epoch=2", f"--json={out}"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.load(open(out))["vocab_parameter_server"][0]
+    assert r["item_table_rows"] >= 5000 and r["ps_shards"] == 2
+    assert sorted({d.split("/task:")[1].split("/")[0] for d in r["item_table_shards"]}) == ["0", "1"]
+    assert all("/job:ps" in d for d in r["item_table_shards"])
+    assert set(r["peak_rss_mib_per_process"]) == {"ps0", "ps1", "worker0", "chief"}
+    assert r["step_s_median"] > 0 and r["cpu_s_per_step_median"] > 0
+    assert len(r["server_pids"]) == 3
+    assert not [pid for pid in r["server_pids"] if os.path.exists(f"/proc/{pid}")]
