@@ -157,7 +157,7 @@ def generate(rows: int, seed: int = 0, *, with_truth: bool = False,
     """Return ``rows`` exposure rows (canonical columns, ordered by page then position).
 
     ``with_truth=True`` adds the hidden ground truth (``_affinity`` user-item latent score,
-    ``_p_click``, ``_entry_by_trigger``, ``_cluster``, ``_activeness``) for tests and analyses.
+    ``_trigger_affinity`` trigger-item latent score, ``_p_click``, ``_entry_by_trigger``, ``_cluster``, ``_activeness``) for tests and analyses.
     Extra keyword arguments override :class:`SyntheticConfig` fields.
     """
     cfg = SyntheticConfig(rows=int(rows), seed=int(seed), **overrides)
@@ -251,6 +251,7 @@ def generate(rows: int, seed: int = 0, *, with_truth: bool = False,
     est = score + rng.normal(size=len(score))
     order = np.lexsort((-est, cand_page))
     cand_page, cand_item, score, aff = cand_page[order], cand_item[order], score[order], aff[order]
+    taff = taff[order]
     u = u[order]
     page_start = np.r_[0, np.cumsum(sizes)[:-1]]
     position = np.arange(len(cand_page)) - page_start[cand_page]
@@ -285,6 +286,7 @@ def generate(rows: int, seed: int = 0, *, with_truth: bool = False,
         df["user_age"] = np.asarray(AGES, dtype=object)[age[u]]
     if with_truth:
         df["_affinity"] = aff
+        df["_trigger_affinity"] = taff
         df["_p_click"] = p_click
         df["_entry_by_trigger"] = by_trigger[cand_page]
         df["_cluster"] = user_cluster[u]
