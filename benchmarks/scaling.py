@@ -256,6 +256,22 @@ def run(a) -> dict:
     return out
 
 
+def vocab_table(out: dict) -> str:
+    """Markdown: the vocabulary points, one process and (when run) under parameter_server."""
+    rows = ["| items | table rows | all tables + Adagrad slots | distribution | peak RSS (MiB) | ms/step | CPU ms/step |",
+            "|---:|---:|---:|---|---|---:|---:|"]
+    for r in sorted(out.get("vocab") or [], key=lambda r: r["n_items"]):
+        rows.append(f"| {r['n_items']:,} | {r['item_table_rows']:,} | "
+                    f"{r['all_tables_bytes_with_adagrad'] / 2 ** 20:,.0f} MiB | one process | "
+                    f"{r['peak_rss_mib']:,.0f} | {1e3 * r['step_s_median']:.0f} | {1e3 * r['cpu_s_per_step_median']:.0f} |")
+    for r in sorted(out.get("vocab_parameter_server") or [], key=lambda r: r["n_items"]):
+        per = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r["peak_rss_mib_per_process"].items()))
+        rows.append(f"| {r['n_items']:,} | {r['item_table_rows']:,} | - | parameter_server, "
+                    f"{r['ps_shards']} ps + 1 worker | {per} | {1e3 * r['step_s_median']:.0f} (epoch wall / steps) "
+                    f"| {1e3 * r['cpu_s_per_step_median']:.0f} (all processes) |")
+    return "\n".join(rows)
+
+
 def plot(out: dict, prefix: str) -> List[str]:
     """One PNG per curve of a :func:`run` result: ``PREFIX_vocab.png`` (peak RSS and CPU ms/step
     against the items in the vocabulary, log x), ``PREFIX_context.png`` (CPU ms/step against the
@@ -348,6 +364,8 @@ def main(argv: Optional[List[str]] = None):
         if a.json:
             with open(a.json, "w") as fh:
                 json.dump(out, fh, indent=1, default=str)
+    if out.get("vocab"):
+        print(vocab_table(out))
     if a.png:
         for p in plot(out, a.png):
             print(f"wrote {p}")
