@@ -41,21 +41,22 @@ from typing import Dict, List, Optional
 from benchmarks.train import load_average, make_config, run_worker, time_fit
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as fh:
+def _status_mib(pid="self", field: str = "VmRSS") -> float:
+    """A memory field of ``/proc/<pid>/status`` in MiB (``VmRSS`` now, ``VmHWM`` the peak)."""
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _rss_mib() -> float:
+    return _status_mib()
 
 
 def _hwm_mib(pid) -> float:
     """Peak RSS (``VmHWM``) of a live process."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mib(pid, "VmHWM")
 
 
 def _cpu_s(pid) -> float:
