@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""One table of a hyper-parameter sweep made of run directories: per variant (a directory of
+``seed*`` runs) the flags that differ from the other variants, the best validation AUC (the
+choice is made on it) and, for the record only, the test AUC.
+
+    python scripts/sweep_table.py --runs='runs/synthetic_sweep_*/ccn' \\
+        --output=results/ccn_synthetic_tau_xi_sweep [--title=...]
+
+Reads each run's ``metrics.json`` (``best_val_auc``, ``auc``) and ``train_config.json``
+(``run_info.argv`` and the effective ``run_info.loss_params``). Writes ``OUTPUT.md`` and ``OUTPUT.json``; the variant with the highest mean
+validation AUC is marked.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flags(argv: List[str]) -> Dict[str, str]:
+    out = {}
+    for a in argv:
+        if a.startswith("--") and "=" in a and not a.startswith(("--model_dir=", "--seed=")):
+            k, v = a[2:].split("=", 1)
+            out[k] = v
+    return out
+
+
+def collect(pattern: str) -> List[dict]:
+    rows = []
+    for d in sorted(glob.glob(pattern)):
+        runs = []
+        for sd in sorted(glob.glob(os.path.join(d, "seed*"))):
+            mp, cp = os.path.join(sd, "metrics.json"), os.path.join(sd, "train_config.json")
+            if not (os.path.exists(mp) and os.path.exists(cp)):
+                continue
+            m, c = json.load(open(mp)), json.load(open(cp))
+            runs.append({"seed": int(os.path.basename(sd)[4:]), "best_val_auc": m.get("best_val_auc"),
+                         "test_auc": m.get("auc"), "best_epoch": m.get("best_epoch"),
+                         "flags": dict(_flags((c.get("run_info") or {}).get("argv") or []),
+                                       **{k: str(v) for k, v in ((c.get("run_info") or {}).get("loss_params")
+                                                                 or {}).items()})})
+        if runs:
+            rows.append({"variant": os.path.relpath(d, ROOT) if d.startswith(ROOT) else d, "runs": runs})
+    if not rows:
+        return rows
+    # the flags that differ between variants (or between a variant and the flagfile defaults)
+    keys = sorted({k for r in rows for run in r["runs"] for k in run["flags"]})
+    for r in rows:
+        f = r["runs"][0]["flags"]
+        r["flags"] = {k: f.get(k) for k in keys if len({str(x["runs"][0]["flags"].get(k)) for x in rows}) > 1}
+        vals = [x["best_val_auc"] for x in r["runs"]]
+        tests = [x["test_auc"] for x in r["runs"]]
+        r["seeds"] = [x["seed"] for x in r["runs"]]
+        r["val_auc_mean"] = statistics.mean(vals)
+        r["val_auc_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        r["test_auc_mean"] = statistics.mean(tests)
+    best = max(rows, key=lambda r: r["val_auc_mean"])
+    for r in rows:
+        r["chosen"] = r is best
+    return rows
+
+
+def markdown(rows: List[dict], command: str, title: str) -> str:
+    L = [f"# {title}", "", f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `{command}` from the runs' "
+         "metrics.json and train_config.json. Chosen on the **validation** AUC of the kept epoch (mean "
+         "over the seeds); the test AUC is listed for the record and was not used.", "",
+         "| variant | flags that differ | seeds | best val AUC | test AUC | best epoch | chosen |",
+         "|---|---|---|---:|---:|---|---|"]
+    for r in rows:
+        flags = ", ".join(f"--{k}={v}" for k, v in r["flags"].items() if v is not None) or "-"
+        L.append(f"| `{r['variant']}` | {flags} | {r['seeds']} | {r['val_auc_mean']:.4f} ± {r['val_auc_std']:.4f} "
+                 f"| {r['test_auc_mean']:.4f} | {[x['best_epoch'] for x in r['runs']]} | "
+                 f"{'**yes**' if r['chosen'] else ''} |")
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> List[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", required=True, help="glob of variant directories (each holds seed*/)")
+    ap.add_argument("--output", required=True, help="prefix of OUTPUT.md / OUTPUT.json")
+    ap.add_argument("--title", default="Hyper-parameter sweep")
+    a = ap.parse_args(argv)
+    rows = collect(a.runs)
+    if not rows:
+        raise SystemExit(f"no finished runs under {a.runs!r}")
+    command = "python scripts/sweep_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with open(a.output + ".json", "w") as fh:
+        json.dump({"command": command, "variants": rows}, fh, indent=1)
+    with open(a.output + ".md", "w") as fh:
+        fh.write(markdown(rows, command, a.title))
+    print(markdown(rows, command, a.title))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
