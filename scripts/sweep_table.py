@@ -22,6 +22,9 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from ctrcore.rundir import RunDir  # noqa: E402
 
 
 def _flags(argv: List[str]) -> Dict[str, str]:
@@ -38,10 +41,10 @@ def collect(pattern: str) -> List[dict]:
     for d in sorted(glob.glob(pattern)):
         runs = []
         for sd in sorted(glob.glob(os.path.join(d, "seed*"))):
-            mp, cp = os.path.join(sd, "metrics.json"), os.path.join(sd, "train_config.json")
-            if not (os.path.exists(mp) and os.path.exists(cp)):
+            run = RunDir(sd)
+            if not (run.has_metrics() and run.has_config()):
                 continue
-            m, c = json.load(open(mp)), json.load(open(cp))
+            m, c = run.read_metrics(), run.read_config()
             runs.append({"seed": int(os.path.basename(sd)[4:]), "best_val_auc": m.get("best_val_auc"),
                          "test_auc": m.get("auc"), "best_epoch": m.get("best_epoch"),
                          "flags": dict(_flags((c.get("run_info") or {}).get("argv") or []),
