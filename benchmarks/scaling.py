@@ -76,6 +76,26 @@ def _free_ports(n: int) -> List[int]:
     return ports
 
 
+def _fake_data(d: str, a):
+    """The point's fake dataset in ``d`` (3000 examples, ``a``'s sequence lengths and context),
+    its item vocabulary file extended to ``a.n_items`` ids; returns ``(spec, stats)``."""
+    from ctrcore import schema
+    from ctrcore.schema import SpecConfig
+    from ctrcore.testing import write_fake_dataset
+
+    write_fake_dataset(d, n_examples=3000, seed=0, n_items=max(200, min(a.n_items, 2000)),
+                       spec_config=SpecConfig(short_len=a.short, long_len=a.long, max_context=a.context),
+                       splits=("train", "valid"))
+    spec = schema.load_spec(d)
+    vocab = spec.vocab_path("item_id")
+    with open(vocab) as fh:
+        have = sum(1 for _ in fh)
+    if a.n_items > have:
+        with open(vocab, "a") as fh:
+            fh.writelines(f"ix{k}\n" for k in range(a.n_items - have))
+    return spec, schema.load_stats(d)
+
+
 def server_main(job: str, index: int) -> None:
     """A ps / worker task of the local cluster (TF_CONFIG from the chief); exits with its parent."""
     import tensorflow as tf
@@ -99,10 +119,8 @@ def ps_worker(a) -> dict:
     import dataclasses
 
     from ccn import models
-    from ctrcore import schema, trainer
+    from ctrcore import trainer
     from ctrcore.data import make_dataset
-    from ctrcore.schema import SpecConfig
-    from ctrcore.testing import write_fake_dataset
 
     ports = _free_ports(a.ps_shards + 2)
     cluster = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"],
@@ -122,13 +140,7 @@ def ps_worker(a) -> dict:
 
         rss0 = _rss_mib()
         with tempfile.TemporaryDirectory() as d:
-            write_fake_dataset(d, n_examples=3000, seed=0, n_items=2000,
-                               spec_config=SpecConfig(short_len=a.short, long_len=a.long, max_context=a.context),
-                               splits=("train", "valid"))
-            spec, stats = schema.load_spec(d), schema.load_stats(d)
-            with open(spec.vocab_path("item_id"), "a") as fh:
-                have = sum(1 for _ in open(spec.vocab_path("item_id")))
-                fh.writelines(f"ix{k}\n" for k in range(max(0, a.n_items - have)))
+            spec, stats = _fake_data(d, a)
             cfg = dataclasses.replace(make_config(d, a.model, "", a.batch_size, steps_per_epoch=a.steps_per_epoch),
                                       distribution="parameter_server", lookup_in_input=False)
             trainer.setup_runtime(cfg)
@@ -181,23 +193,12 @@ def worker(a) -> dict:
     import tensorflow as tf
 
     from ccn import models
-    from ctrcore import schema, trainer
+    from ctrcore import trainer
     from ctrcore.data import make_dataset
-    from ctrcore.schema import SpecConfig
-    from ctrcore.testing import write_fake_dataset
 
     rss0 = _rss_mib()
     with tempfile.TemporaryDirectory() as d:
-        write_fake_dataset(d, n_examples=3000, seed=0, n_items=max(200, min(a.n_items, 2000)),
-                           spec_config=SpecConfig(short_len=a.short, long_len=a.long, max_context=a.context),
-                           splits=("train", "valid"))
-        spec, stats = schema.load_spec(d), schema.load_stats(d)
-        vocab = spec.vocab_path("item_id")
-        with open(vocab) as fh:
-            have = sum(1 for _ in fh)
-        if a.n_items > have:
-            with open(vocab, "a") as fh:
-                fh.writelines(f"ix{k}\n" for k in range(a.n_items - have))
+        spec, stats = _fake_data(d, a)
         cfg = make_config(d, a.model, "", a.batch_size, steps_per_epoch=a.steps_per_epoch)
         trainer.setup_runtime(cfg)
         model = trainer.build_compiled(cfg, models.model_factory(cfg), spec, stats)

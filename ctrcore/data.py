@@ -159,7 +159,7 @@ def block_dataset(data_dir: str, split: str, batch_size: int, features: Sequence
     cols = m["columns"]
     compression = idshards.COMPRESSIONS[m["compression"]][0]
     files = idshards.shard_paths(m, data_dir, split)
-    parse = {idshards.ROWS_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    parse = {}  # the block's rows follow from each column's length: __rows is not read
     for name in features:
         parse[name] = (tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
                        if cols[name]["dtype"] == "string" else tf.io.FixedLenFeature([], tf.string))

@@ -123,7 +123,7 @@ class Encoder:
 
     def __init__(self, spec: FeatureSpec, vocabs: Mapping[str, bytes]):
         self.index = {v: vocab_index(vocabs[v]) for v in spec.vocabularies}
-        self.features = {}  # name -> (vocab, values, default values, list kind, column dtype, shape)
+        self.features = {}  # name -> (vocab, values, default values, list kind, column dtype)
         for name, fd in sorted(spec.features.items()):
             n = 1
             for d in fd.shape:
@@ -137,8 +137,7 @@ class Encoder:
                 default = [str(default).encode("utf-8")] * n
             else:
                 default = [default] * n
-            self.features[name] = (fd.vocab, n, default, _LIST_KIND[fd.dtype], column_dtype(fd),
-                                   [int(d) for d in fd.shape])
+            self.features[name] = (fd.vocab, n, default, _LIST_KIND[fd.dtype], column_dtype(fd))
 
     def lookup(self, vocab: str, value: bytes) -> int:
         if value == b"":
@@ -156,7 +155,7 @@ class Encoder:
             raise IdShardError(f"{where}: not a tf.train.Example ({e})") from None
         feats = ex.features.feature
         out = {}
-        for name, (vocab, n, default, kind, _, _) in self.features.items():
+        for name, (vocab, n, default, kind, _) in self.features.items():
             if name not in feats:
                 out[name] = default
                 continue
@@ -183,7 +182,7 @@ class Encoder:
         ex = example_pb2.Example()
         feats = ex.features.feature
         feats[ROWS_KEY].int64_list.value.append(len(rows))
-        for name, (_, _, _, _, dtype, _) in self.features.items():
+        for name, (_, _, _, _, dtype) in self.features.items():
             if dtype == "string":
                 bl = feats[name].bytes_list.value
                 for r in rows:
