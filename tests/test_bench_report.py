@@ -59,6 +59,50 @@ def test_inputs_table_renders_the_measured_ratios():
     assert lines[2] == "| din | 110 | 99 | **0.90** | 0.91 |"
 
 
+def test_steal_fraction_and_thread_cpu_read_proc():
+    from benchmarks.train import machine_cpu_ticks, steal_fraction, thread_cpu_seconds
+
+    # user nice system idle iowait irq softirq steal
+    assert steal_fraction([0] * 8, [50, 0, 10, 15, 0, 0, 0, 25]) == 0.25
+    assert steal_fraction([0] * 8, [10, 0, 0, 0, 0, 0, 0, 0]) == 0.0
+    assert steal_fraction(None, [1] * 8) is None and steal_fraction([0] * 8, [0] * 8) is None
+    t = machine_cpu_ticks()
+    assert t is not None and len(t) == 8 and all(x >= 0 for x in t)
+    sum(i * i for i in range(200_000))  # some CPU in this thread
+    th = thread_cpu_seconds()
+    assert th and all("/" in k for k in th) and sum(th.values()) > 0
+
+
+def test_run_steady_measures_again_while_the_host_steals(monkeypatch):
+    import argparse
+
+    from benchmarks import train
+
+    steals = iter([0.30, 0.20, 0.25, 0.01])
+    calls = []
+
+    def fake(module, args, root=None):
+        calls.append(args)
+        st = next(steals)
+        return {"steal_frac": st, "cpu_util": 2 - 3 * st, "step_s_median": 0.03 + st,
+                "examples_per_second": 1024 / (0.03 + st)}
+
+    monkeypatch.setattr(train, "run_worker", fake)
+    a = argparse.Namespace(max_steal=0.08, steal_retries=2)
+    discarded = []
+    r = train.run_steady(a, ["--model=din"], "round 0 din ids", discarded=discarded)
+    # three attempts (1 + 2 retries), all over the limit: the least stolen is kept
+    assert len(calls) == 3 and r["steal_frac"] == 0.20 and r["attempts"] == 3
+    assert sorted(d["steal_frac"] for d in discarded) == [0.25, 0.30]
+    assert all(d["label"] == "round 0 din ids" for d in discarded)
+    # under the limit at once: one attempt, nothing discarded
+    steals2 = iter([0.01])
+    monkeypatch.setattr(train, "run_worker", lambda m, a_, root=None: {
+        "steal_frac": next(steals2), "cpu_util": 1.9, "step_s_median": 0.03, "examples_per_second": 1.0})
+    d2 = []
+    assert train.run_steady(a, [], "x", discarded=d2)["attempts"] == 1 and d2 == []
+
+
 def test_scaling_plot_writes_one_png_per_curve(tmp_path):
     from benchmarks.scaling import plot
 
