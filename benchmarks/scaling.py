@@ -38,7 +38,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from benchmarks.train import load_average, make_config, run_worker, time_fit
+from benchmarks.train import load_average, make_config, run_steady, run_worker, time_fit
 
 
 def _status_mib(pid="self", field: str = "VmRSS") -> float:
@@ -228,25 +228,31 @@ def _args(a, **kw):
 
 
 def run(a) -> dict:
-    out = {"vocab": [], "context": [], "long": [], "batch_size": a.batch_size, "model": a.model}
+    out = {"vocab": [], "context": [], "long": [], "batch_size": a.batch_size, "model": a.model,
+           "max_steal": a.max_steal, "discarded": []}
+
+    def steady(args, label):  # measured again while the host steals (benchmarks.train.run_steady)
+        return run_steady(a, args, label, discarded=out["discarded"], module="benchmarks.scaling")
+
     for n in [int(float(x)) for x in a.vocab.split(",") if x]:
-        r = run_worker("benchmarks.scaling", _args(a, n_items=n, short=5, long=12, context=4))
+        r = steady(_args(a, n_items=n, short=5, long=12, context=4), f"vocab {n}")
         out["vocab"].append(r)
         print(f"vocab {n:>8d}: peak RSS {r['peak_rss_mib']:7.0f} MiB (built {r['rss_built_mib']:.0f}, "
               f"start {r['rss_start_mib']:.0f}); tables+Adagrad {r['all_tables_bytes_with_adagrad'] / 2 ** 20:.0f} MiB; "
               f"step {1e3 * r['step_s_median']:.0f} ms, cpu {1e3 * r['cpu_s_per_step_median']:.0f} ms "
               f"| load {r['load_average_start'][0]:.1f}", flush=True)
     for c in [int(x) for x in a.context.split(",") if x]:
-        r = run_worker("benchmarks.scaling", _args(a, context=c))
+        r = steady(_args(a, context=c), f"context {c}")
         out["context"].append(r)
         print(f"context {c:>4d}: step {1e3 * r['step_s_median']:7.0f} ms, cpu {1e3 * r['cpu_s_per_step_median']:.0f} ms"
-              f"{' BIMODAL' if r['bimodal'] else ''} | load {r['load_average_start'][0]:.1f}", flush=True)
+              f"{' BIMODAL' if r['bimodal'] else ''} | steal {100 * (r.get('steal_frac') or 0):.0f}% "
+              f"load {r['load_average_start'][0]:.1f}", flush=True)
     for L in [int(x) for x in a.long.split(",") if x]:
-        r = run_worker("benchmarks.scaling", _args(a, long=L))
+        r = steady(_args(a, long=L), f"long {L}")
         out["long"].append(r)
         print(f"long {L:>5d}: step {1e3 * r['step_s_median']:7.0f} ms, cpu {1e3 * r['cpu_s_per_step_median']:.0f} ms, "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB{' BIMODAL' if r['bimodal'] else ''} "
-              f"| load {r['load_average_start'][0]:.1f}", flush=True)
+              f"| steal {100 * (r.get('steal_frac') or 0):.0f}% load {r['load_average_start'][0]:.1f}", flush=True)
     for n in [int(float(x)) for x in a.ps_vocab.split(",") if x]:
         r = run_worker("benchmarks.scaling", _args(a, n_items=n, short=5, long=12, context=4) +
                        ["--ps_point", f"--ps_shards={a.ps_shards}"], timeout=a.ps_timeout)
@@ -272,6 +278,24 @@ def vocab_table(out: dict) -> str:
                     f"{r['ps_shards']} ps + 1 worker | {per} | {1e3 * r['step_s_median']:.0f} (epoch wall / steps) "
                     f"| {1e3 * r['cpu_s_per_step_median']:.0f} (all processes) |")
     return "\n".join(rows)
+
+
+def curves_table(out: dict) -> str:
+    """Markdown: the context and long-sequence points of a :func:`run` result (step and CPU per
+    step, peak RSS, the host's steal share over the timed epochs)."""
+    def steal(r):
+        return "-" if r.get("steal_frac") is None else f"{100 * r['steal_frac']:.0f} %"
+
+    blocks = []
+    for key, field, title in (("context", "max_context", "context items"),
+                              ("long", "long_len", "long-sequence length")):
+        pts = sorted(out.get(key) or [], key=lambda r: r[field])
+        if pts:
+            blocks.append("\n".join(
+                [f"| {title} | ms/step | CPU ms/step | peak RSS (MiB) | steal |", "|---:|---:|---:|---:|---:|"]
+                + [f"| {r[field]:,} | {1e3 * r['step_s_median']:.0f} | {1e3 * r['cpu_s_per_step_median']:.0f} "
+                   f"| {r['peak_rss_mib']:,.0f} | {steal(r)} |" for r in pts]))
+    return "\n\n".join(blocks)
 
 
 def plot(out: dict, prefix: str) -> List[str]:
@@ -335,6 +359,10 @@ def parser():
     ap.add_argument("--ps_shards", type=int, default=2, help="parameter servers of --ps_vocab's cluster")
     ap.add_argument("--ps_timeout", type=int, default=900, help="seconds before a --ps_vocab point is killed")
     ap.add_argument("--server", default="", help=argparse.SUPPRESS)  # job:index of the local cluster
+    ap.add_argument("--max_steal", type=float, default=0.08,
+                    help="measure a one-process point again when the hypervisor stole more than "
+                         "this share of the machine over its timed epochs")
+    ap.add_argument("--steal_retries", type=int, default=2)
     ap.add_argument("--json", default="", help="write the result here")
     ap.add_argument("--png", default="", help="PNG prefix: PREFIX_{vocab,context,long}.png")
     ap.add_argument("--from_json", default="", help="only draw the PNGs of this earlier --json")
@@ -368,6 +396,8 @@ def main(argv: Optional[List[str]] = None):
                 json.dump(out, fh, indent=1, default=str)
     if out.get("vocab"):
         print(vocab_table(out))
+    if out.get("context") or out.get("long"):
+        print(curves_table(out))
     if a.png:
         for p in plot(out, a.png):
             print(f"wrote {p}")

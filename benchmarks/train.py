@@ -172,14 +172,15 @@ def run_worker(module: str, args: List[str], timeout: int = 1200, root: str = RO
 
 
 def run_steady(a, args: List[str], label: str, root: str = ROOT,
-               discarded: Optional[List[dict]] = None) -> dict:
-    """:func:`run_worker` of ``benchmarks.train``, measured again (up to ``--steal_retries``
+               discarded: Optional[List[dict]] = None, module: str = "benchmarks.train") -> dict:
+    """:func:`run_worker` of ``module`` (a worker that reports ``steal_frac``, as
+    :func:`time_fit` does), measured again (up to ``--steal_retries``
     times) while the hypervisor stole more than ``--max_steal`` of the machine over the timed
     epochs (``steal_frac``): returns the least-stolen attempt (its ``attempts`` = how many ran)
     and appends the others, labelled, to ``discarded``, so that the JSON keeps every measurement."""
     tries = []
     for _ in range(1 + max(0, a.steal_retries)):
-        r = run_worker("benchmarks.train", args, root=root)
+        r = run_worker(module, args, root=root)
         tries.append(r)
         st = r.get("steal_frac")
         if st is None or st <= a.max_steal:
@@ -190,9 +191,9 @@ def run_steady(a, args: List[str], label: str, root: str = ROOT,
     best = min(tries, key=lambda r: r.get("steal_frac") or 0.0)
     best["attempts"] = len(tries)
     if discarded is not None:
-        discarded.extend(dict(label=label, steal_frac=r.get("steal_frac"), cpu_util=r["cpu_util"],
-                              step_s_median=r["step_s_median"],
-                              examples_per_second=r["examples_per_second"])
+        discarded.extend(dict(label=label, steal_frac=r.get("steal_frac"), cpu_util=r.get("cpu_util"),
+                              step_s_median=r.get("step_s_median"),
+                              cpu_s_per_step_median=r.get("cpu_s_per_step_median"))
                          for r in tries if r is not best)
     return best
 

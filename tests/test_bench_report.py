@@ -84,8 +84,7 @@ def test_run_steady_measures_again_while_the_host_steals(monkeypatch):
     def fake(module, args, root=None):
         calls.append(args)
         st = next(steals)
-        return {"steal_frac": st, "cpu_util": 2 - 3 * st, "step_s_median": 0.03 + st,
-                "examples_per_second": 1024 / (0.03 + st)}
+        return {"steal_frac": st, "cpu_util": 2 - 3 * st, "step_s_median": 0.03 + st}
 
     monkeypatch.setattr(train, "run_worker", fake)
     a = argparse.Namespace(max_steal=0.08, steal_retries=2)
@@ -98,7 +97,7 @@ def test_run_steady_measures_again_while_the_host_steals(monkeypatch):
     # under the limit at once: one attempt, nothing discarded
     steals2 = iter([0.01])
     monkeypatch.setattr(train, "run_worker", lambda m, a_, root=None: {
-        "steal_frac": next(steals2), "cpu_util": 1.9, "step_s_median": 0.03, "examples_per_second": 1.0})
+        "steal_frac": next(steals2)})  # a worker's other fields are optional here
     d2 = []
     assert train.run_steady(a, [], "x", discarded=d2)["attempts"] == 1 and d2 == []
 
@@ -120,6 +119,20 @@ def test_scaling_plot_writes_one_png_per_curve(tmp_path):
     out["vocab_parameter_server"] = [pt(n_items=10 ** 7, ps_shards=2)]
     before = open(paths[0], "rb").read()
     assert plot(out, str(tmp_path / "sc"))[0] == paths[0] and open(paths[0], "rb").read() != before
+
+
+def test_scaling_curves_table_lists_every_point_in_order():
+    from benchmarks.scaling import curves_table
+
+    def pt(**kw):
+        return dict(step_s_median=0.05, cpu_s_per_step_median=0.041, peak_rss_mib=1234.0, **kw)
+
+    md = curves_table({"context": [pt(max_context=20, steal_frac=0.02), pt(max_context=5)],
+                       "long": [pt(long_len=1000, steal_frac=0.1)]})
+    lines = md.splitlines()
+    assert lines[2] == "| 5 | 50 | 41 | 1,234 | - |" and lines[3] == "| 20 | 50 | 41 | 1,234 | 2 % |"
+    assert lines[5].startswith("| long-sequence length") and lines[7] == "| 1,000 | 50 | 41 | 1,234 | 10 % |"
+    assert curves_table({"context": [], "long": []}) == ""
 
 
 def test_scaling_process_probes_read_this_process():
