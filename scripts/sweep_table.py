@@ -4,7 +4,7 @@
 choice is made on it) and, for the record only, the test AUC.
 
     python scripts/sweep_table.py --runs='runs/synthetic_sweep_*/ccn' \\
-        --output=results/ccn_synthetic_tau_xi_sweep [--title=...]
+        --output=results/ccn_synthetic_tau_xi_sweep [--title=...] [--seeds=0,1,2]
 
 Reads each run's ``metrics.json`` (``best_val_auc``, ``auc``) and ``train_config.json``
 (``run_info.argv`` and the effective ``run_info.loss_params``). Writes ``OUTPUT.md`` and ``OUTPUT.json``; the variant with the highest mean
@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -36,11 +36,15 @@ def _flags(argv: List[str]) -> Dict[str, str]:
     return out
 
 
-def collect(pattern: str) -> List[dict]:
+def collect(pattern: str, seeds: Optional[Sequence[int]] = None) -> List[dict]:
+    """The variants under ``pattern`` with their finished runs (only ``seeds`` when given, so
+    that variants are compared on the same seeds)."""
     rows = []
     for d in sorted(glob.glob(pattern)):
         runs = []
         for sd in sorted(glob.glob(os.path.join(d, "seed*"))):
+            if seeds is not None and int(os.path.basename(sd)[4:]) not in seeds:
+                continue
             run = RunDir(sd)
             if not (run.has_metrics() and run.has_config()):
                 continue
@@ -90,8 +94,9 @@ def main(argv=None) -> List[dict]:
     ap.add_argument("--runs", required=True, help="glob of variant directories (each holds seed*/)")
     ap.add_argument("--output", required=True, help="prefix of OUTPUT.md / OUTPUT.json")
     ap.add_argument("--title", default="Hyper-parameter sweep")
+    ap.add_argument("--seeds", default="", help="comma list: only these seeds of every variant")
     a = ap.parse_args(argv)
-    rows = collect(a.runs)
+    rows = collect(a.runs, [int(x) for x in a.seeds.split(",") if x] or None)
     if not rows:
         raise SystemExit(f"no finished runs under {a.runs!r}")
     command = "python scripts/sweep_table.py " + " ".join(argv if argv is not None else sys.argv[1:])

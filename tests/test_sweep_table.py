@@ -35,3 +35,14 @@ def test_the_choice_is_the_best_mean_validation_auc(tmp_path):
     assert a["flags"] == {"ccn_tau": "0.1"} and b["flags"] == {"ccn_tau": "0.5"}  # xi is the same: not listed
     md = S.markdown(rows, "cmd", "t")
     assert "| --ccn_tau=0.5 | [0, 1] | 0.7400 ± 0.0141 | 0.6000 | [5, 5] | **yes** |" in md
+
+
+def test_seeds_compares_the_variants_on_the_same_seeds(tmp_path):
+    root = str(tmp_path)
+    _run(root, "sweep_a", 0, 0.70, 0.9, 0.1)
+    _run(root, "sweep_a", 3, 0.99, 0.9, 0.1)  # a seed the other variant lacks
+    _run(root, "sweep_b", 0, 0.75, 0.6, 0.5)
+    a, b = S.collect(os.path.join(root, "sweep_*", "ccn"))
+    assert a["chosen"] and a["seeds"] == [0, 3]  # all seeds: the extra seed decides
+    a, b = S.collect(os.path.join(root, "sweep_*", "ccn"), seeds=[0])
+    assert b["chosen"] and a["seeds"] == [0] == b["seeds"]
