@@ -312,6 +312,75 @@ def worker(args) -> dict:
     return res
 
 
+def inputs_ab_worker(args) -> dict:
+    """``--compare_inputs --in_process``'s worker: ONE model and its compiled train step, fed by
+    each of ``args.ab_inputs`` (e.g. memory and ids, each built by the trainer's own
+    ``make_train_input``) in alternating blocks of ``steps_per_epoch`` steps (the order reversed
+    every other block), ``warmup_epochs`` blocks each untimed, then ``epochs`` timed blocks each.
+    Both inputs run in the same process, thread pools and step function, so the worker-to-worker
+    spread of separate processes (10-20 % on this VM) cancels out of the ratio. Per input:
+    median step time, CPU seconds per step (process), examples per second; ``steal_frac`` of
+    the whole timed part. The idle input's prefetch buffer fills while the other is timed (a
+    few batches per block, under 1 % of a block's input work here)."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from ccn import models
+    from ctrcore import schema, trainer
+
+    modes = [m for m in args.ab_inputs.split(",") if m]
+    spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
+    cfg = make_config(args.data_dir, args.model, args.aux, args.batch_size, args.optimizer,
+                      args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
+                      args.epochs, lookup_in_input=bool(args.lookup_in_input), train_input=modes[0])
+    trainer.setup_runtime(cfg)
+    lp = models.default_loss_params()
+    lp.update(json.loads(args.loss_params or "{}"))
+    model = trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
+    its = {m: iter(trainer.make_train_input(dataclasses.replace(cfg, train_input=m), spec, model))
+           for m in modes}
+    step = model.make_train_function()
+
+    def block(mode):
+        """One block: per-step wall times, CPU seconds."""
+        c0, times = cpu_seconds(), [time.perf_counter()]
+        for _ in range(args.steps_per_epoch):
+            logs = step(its[mode])
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, logs)  # done
+            times.append(time.perf_counter())
+        return [b - a for a, b in zip(times[:-1], times[1:])], cpu_seconds() - c0, times[-1] - times[0]
+
+    for _ in range(max(1, args.warmup_epochs)):  # tracing, first allocations, shuffle buffers
+        for m in modes:
+            block(m)
+    steps = {m: [] for m in modes}
+    cpu = {m: [] for m in modes}
+    busy = {m: [0.0, 0.0] for m in modes}  # CPU and wall seconds of the timed blocks
+    ticks0 = machine_cpu_ticks()
+    for b in range(args.epochs):
+        for m in (modes if b % 2 == 0 else modes[::-1]):
+            d, c, w = block(m)
+            steps[m] += d[1:]  # the first step of a block waits for the other input's switch
+            cpu[m].append(c / len(d))
+            busy[m][0] += c
+            busy[m][1] += w
+    steal = steal_fraction(ticks0, machine_cpu_ticks())
+    out = {"model": args.model, "aux": args.aux, "batch_size": args.batch_size, "modes": {},
+           "steal_frac": steal, "load_average_end": load_average(),
+           "cpu_util": None, "step_s_median": None}
+    for m in modes:
+        med = statistics.median(steps[m])
+        out["modes"][m] = {"step_s_median": med, "cpu_s_per_step_median": statistics.median(cpu[m]),
+                           "examples_per_second": args.batch_size / med, "n_steps": len(steps[m]),
+                           "cpu_util": busy[m][0] / max(1e-9, busy[m][1]),
+                           "steal_frac": steal, "load_average_start": out["load_average_end"]}
+    # run_steady's fields: the first input's step (the block order alternates, so either will do)
+    out["step_s_median"] = out["modes"][modes[0]]["step_s_median"]
+    out["cpu_util"] = out["modes"][modes[0]]["cpu_util"]
+    return out
+
+
 def pieces(a) -> dict:
     """CPU time per forward+backward (``CTRModel._grads``, no optimizer) of the same TAN backbone
     with no aux loss, with CCN, with AQCL, with both, on raw string features and on ids looked
@@ -480,6 +549,18 @@ def compare_inputs(a) -> dict:
     discarded: List[dict] = []  # the measurements taken while the host stole CPU (run_steady)
     for rnd in range(max(1, a.rounds)):
         for key, model, aux, lp in configurations(a.models, a.quick):
+            if a.in_process:  # one worker per model and round: both inputs in alternating blocks
+                order = modes if rnd % 2 == 0 else modes[::-1]
+                r = run_steady(a, worker_args(a, model, aux, lp, ab_inputs=",".join(order)),
+                               f"round {rnd} {key} in-process", discarded=discarded)
+                for mode in modes:
+                    runs.setdefault(key, {}).setdefault(mode, []).append(r["modes"][mode])
+                    m = r["modes"][mode]
+                    print(f"round {rnd} {key:10s} {mode:7s} {m['examples_per_second']:9.0f} ex/s  step "
+                          f"{1e3 * m['step_s_median']:7.1f} ms  cpu {1e3 * m['cpu_s_per_step_median']:.0f} "
+                          f"ms/step  cpu_util {m['cpu_util']:.2f}  steal {100 * (r.get('steal_frac') or 0):.0f}% "
+                          f"(in-process)", flush=True)
+                continue
             for mode in (modes if rnd % 2 == 0 else modes[::-1]):  # alternate the order per round
                 r = run_steady(a, worker_args(a, model, aux, lp, train_input=mode),
                                f"round {rnd} {key} {mode}", discarded=discarded)
@@ -502,7 +583,7 @@ def compare_inputs(a) -> dict:
                for k, v in runs.items()}
         return wall, cpu
 
-    res = {"inputs": list(modes), "rounds": max(1, a.rounds), "runs": runs,
+    res = {"inputs": list(modes), "rounds": max(1, a.rounds), "runs": runs, "in_process": bool(a.in_process),
            "max_steal": a.max_steal, "discarded": discarded}
     for mode, key in (("ids", "streamed_over_memory"), ("stream", "strings_over_memory")):
         if mode in modes:
@@ -558,6 +639,10 @@ def parser():
                     help="the trainer's --train_input (auto: in memory when it fits)")
     ap.add_argument("--inputs", default="ids,stream",
                     help="--compare_inputs: the streamed inputs beside memory (ids, stream)")
+    ap.add_argument("--in_process", action="store_true",
+                    help="--compare_inputs: both inputs in ONE worker per model and round, feeding the "
+                         "same compiled step in alternating blocks of --steps_per_epoch steps")
+    ap.add_argument("--ab_inputs", default="", help=argparse.SUPPRESS)  # worker: the inputs of --in_process
     ap.add_argument("--compare_inputs", action="store_true",
                     help=f"streamed (id shards, string records) / in-memory ex/s per model (default "
                          f"models {STREAMED_MODELS}; the id shards must exist: python -m pipelines.id_shards)")
@@ -579,7 +664,8 @@ def parser():
 def main(argv: Optional[List[str]] = None):
     a = parser().parse_args(argv)
     if a.worker:
-        print(json.dumps(pieces(a) if a.pieces else worker(a)), flush=True)
+        print(json.dumps(pieces(a) if a.pieces else inputs_ab_worker(a) if a.ab_inputs else worker(a)),
+              flush=True)
         return
     if a.pieces:
         r = run_worker("benchmarks.train", [f"--data_dir={a.data_dir}", f"--batch_size={a.batch_size}",

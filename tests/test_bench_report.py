@@ -169,3 +169,31 @@ def test_scaling_parameter_server_point_runs_on_a_local_cluster(tmp_path):
     assert r["step_s_median"] > 0 and r["cpu_s_per_step_median"] > 0
     assert len(r["server_pids"]) == 3
     assert not [pid for pid in r["server_pids"] if os.path.exists(f"/proc/{pid}")]
+
+
+def test_compare_inputs_in_process_splits_each_worker_by_input(monkeypatch):
+    import argparse
+
+    from benchmarks import train
+    from ctrcore import idshards, schema
+
+    monkeypatch.setattr(idshards, "check", lambda *a, **k: None)
+    monkeypatch.setattr(schema, "load_spec", lambda d: None)
+    seen = []
+
+    def fake(module, args, root=None):
+        order = [x.split("=", 1)[1] for x in args if x.startswith("--ab_inputs=")][0]
+        seen.append(order)
+        step = {"memory": 0.030, "ids": 0.033}
+        return {"steal_frac": 0.0, "step_s_median": 0.03, "cpu_util": 1.8,
+                "modes": {m: {"examples_per_second": 1024 / s, "cpu_s_per_step_median": 2 * s,
+                              "step_s_median": s, "cpu_util": 1.8} for m, s in step.items()}}
+
+    monkeypatch.setattr(train, "run_worker", fake)
+    a = train.parser().parse_args(["--compare_inputs", "--in_process", "--inputs=ids", "--rounds=2",
+                                   "--models=din"])
+    res = train.compare_inputs(a)
+    assert seen == ["memory,ids", "ids,memory"]  # one worker per round, the order reversed
+    assert res["in_process"] and len(res["runs"]["din"]["ids"]) == 2
+    assert res["streamed_over_memory"]["din"] == pytest.approx(0.030 / 0.033)
+    assert res["streamed_over_memory_cpu"]["din"] == pytest.approx(0.030 / 0.033)

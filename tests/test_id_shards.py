@@ -217,3 +217,21 @@ def test_bad_record_names_file_record_and_feature(tmp_path):
     with pytest.raises(Exception, match=rf"{os.path.basename(path)}: record {len(recs) - 1}: cannot read"):
         id_shards.run(d, ["train"])
     assert not os.path.exists(idshards.manifest_path(d))
+
+
+def test_in_process_input_ab_feeds_one_step_from_both_inputs(ids_data):
+    """benchmarks.train's --compare_inputs --in_process worker: one model, the memory and ids
+    inputs in alternating timed blocks, a result per input."""
+    import argparse
+
+    from benchmarks.train import inputs_ab_worker
+
+    a = argparse.Namespace(data_dir=ids_data, model="din", aux="", batch_size=32, optimizer="adagrad",
+                           jit_compile=False, steps_per_execution=1, steps_per_epoch=3, epochs=2,
+                           warmup_epochs=1, lookup_in_input=1, loss_params="", ab_inputs="ids,memory")
+    r = inputs_ab_worker(a)
+    assert sorted(r["modes"]) == ["ids", "memory"]
+    for m in r["modes"].values():  # 2 timed blocks of 3 steps, the first step of each dropped
+        assert m["n_steps"] == 4 and m["step_s_median"] > 0 and m["cpu_s_per_step_median"] > 0
+        assert m["examples_per_second"] == pytest.approx(32 / m["step_s_median"])
+    assert r["step_s_median"] == r["modes"]["ids"]["step_s_median"]  # the first input's
