@@ -312,16 +312,19 @@ def worker(args) -> dict:
     return res
 
 
-def inputs_ab_worker(args) -> dict:
-    """``--compare_inputs --in_process``'s worker: ONE model and its compiled train step, fed by
-    each of ``args.ab_inputs`` (e.g. memory and ids, each built by the trainer's own
-    ``make_train_input``) in alternating blocks of ``steps_per_epoch`` steps (the order reversed
-    every other block), ``warmup_epochs`` blocks each untimed, then ``epochs`` timed blocks each.
-    Both inputs run in the same process, thread pools and step function, so the worker-to-worker
-    spread of separate processes (10-20 % on this VM) cancels out of the ratio. Per input:
-    median step time, CPU seconds per step (process), examples per second; ``steal_frac`` of
-    the whole timed part. The idle input's prefetch buffer fills while the other is timed (a
-    few batches per block, under 1 % of a block's input work here)."""
+def ab_worker(args, variants: List[tuple]) -> dict:
+    """The in-process A/B worker (``--compare_inputs --in_process``, ``--in_process``): each
+    variant ``(label, model, aux, loss-param overrides, train_input)`` gets its model's compiled
+    train step (``make_train_function``; variants of the same model and losses share ONE model
+    and step, e.g. the memory and ids inputs) and its input (the trainer's own
+    ``make_train_input``), and all run in this one process in alternating blocks of
+    ``steps_per_epoch`` steps (the order reversed every other block): ``warmup_epochs`` untimed
+    blocks each, then ``epochs`` timed blocks each. Same process, thread pools and data, so the
+    worker-to-worker spread of separate processes (10-20 % on this VM) cancels out of a ratio.
+    Per variant (``variants[label]``): median step time (the first step of each block dropped),
+    CPU seconds per step (process), examples per second, cpu_util; ``steal_frac`` over the whole
+    timed part. An idle input's prefetch buffer fills while another is timed (a few batches per
+    block, under 1 % of a block's input work here)."""
     import dataclasses
 
     import tensorflow as tf
@@ -329,56 +332,75 @@ def inputs_ab_worker(args) -> dict:
     from ccn import models
     from ctrcore import schema, trainer
 
-    modes = [m for m in args.ab_inputs.split(",") if m]
     spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
-    cfg = make_config(args.data_dir, args.model, args.aux, args.batch_size, args.optimizer,
-                      args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
-                      args.epochs, lookup_in_input=bool(args.lookup_in_input), train_input=modes[0])
-    trainer.setup_runtime(cfg)
-    lp = models.default_loss_params()
-    lp.update(json.loads(args.loss_params or "{}"))
-    model = trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
-    its = {m: iter(trainer.make_train_input(dataclasses.replace(cfg, train_input=m), spec, model))
-           for m in modes}
-    step = model.make_train_function()
+    built: Dict[str, tuple] = {}  # (model, aux, loss params) -> (config, model, train step)
+    its, steps_fn = {}, {}
+    for label, model_name, aux, lp_over, train_input in variants:
+        key = json.dumps([model_name, aux, lp_over], sort_keys=True)
+        if key not in built:
+            cfg = make_config(args.data_dir, model_name, aux, args.batch_size, args.optimizer,
+                              args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
+                              args.epochs, lookup_in_input=bool(args.lookup_in_input),
+                              train_input=train_input)
+            if not built:
+                trainer.setup_runtime(cfg)
+            lp = models.default_loss_params()
+            lp.update(lp_over or {})
+            m = trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
+            built[key] = (cfg, m, m.make_train_function())
+        cfg, m, fn = built[key]
+        its[label] = iter(trainer.make_train_input(dataclasses.replace(cfg, train_input=train_input), spec, m))
+        steps_fn[label] = fn
 
-    def block(mode):
-        """One block: per-step wall times, CPU seconds."""
+    def block(label):
+        """One block: per-step wall times, CPU seconds, wall seconds."""
         c0, times = cpu_seconds(), [time.perf_counter()]
         for _ in range(args.steps_per_epoch):
-            logs = step(its[mode])
+            logs = steps_fn[label](its[label])
             tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, logs)  # done
             times.append(time.perf_counter())
         return [b - a for a, b in zip(times[:-1], times[1:])], cpu_seconds() - c0, times[-1] - times[0]
 
+    labels = [v[0] for v in variants]
     for _ in range(max(1, args.warmup_epochs)):  # tracing, first allocations, shuffle buffers
-        for m in modes:
-            block(m)
-    steps = {m: [] for m in modes}
-    cpu = {m: [] for m in modes}
-    busy = {m: [0.0, 0.0] for m in modes}  # CPU and wall seconds of the timed blocks
+        for lab in labels:
+            block(lab)
+    steps = {lab: [] for lab in labels}
+    cpu = {lab: [] for lab in labels}
+    busy = {lab: [0.0, 0.0] for lab in labels}  # CPU and wall seconds of the timed blocks
     ticks0 = machine_cpu_ticks()
     for b in range(args.epochs):
-        for m in (modes if b % 2 == 0 else modes[::-1]):
-            d, c, w = block(m)
-            steps[m] += d[1:]  # the first step of a block waits for the other input's switch
-            cpu[m].append(c / len(d))
-            busy[m][0] += c
-            busy[m][1] += w
+        for lab in (labels if b % 2 == 0 else labels[::-1]):
+            d, c, w = block(lab)
+            steps[lab] += d[1:]  # the first step of a block waits for the switch
+            cpu[lab].append(c / len(d))
+            busy[lab][0] += c
+            busy[lab][1] += w
     steal = steal_fraction(ticks0, machine_cpu_ticks())
-    out = {"model": args.model, "aux": args.aux, "batch_size": args.batch_size, "modes": {},
-           "steal_frac": steal, "load_average_end": load_average(),
-           "cpu_util": None, "step_s_median": None}
-    for m in modes:
-        med = statistics.median(steps[m])
-        out["modes"][m] = {"step_s_median": med, "cpu_s_per_step_median": statistics.median(cpu[m]),
-                           "examples_per_second": args.batch_size / med, "n_steps": len(steps[m]),
-                           "cpu_util": busy[m][0] / max(1e-9, busy[m][1]),
-                           "steal_frac": steal, "load_average_start": out["load_average_end"]}
-    # run_steady's fields: the first input's step (the block order alternates, so either will do)
-    out["step_s_median"] = out["modes"][modes[0]]["step_s_median"]
-    out["cpu_util"] = out["modes"][modes[0]]["cpu_util"]
+    load = load_average()
+    out = {"batch_size": args.batch_size, "variants": {}, "steal_frac": steal, "load_average_end": load}
+    for (lab, model_name, aux, lp_over, train_input) in variants:
+        med = statistics.median(steps[lab])
+        out["variants"][lab] = {
+            "model": model_name, "aux": aux, "loss_params": lp_over or {}, "train_input": train_input,
+            "step_s_median": med, "cpu_s_per_step_median": statistics.median(cpu[lab]),
+            "examples_per_second": args.batch_size / med, "n_steps": len(steps[lab]),
+            "cpu_util": busy[lab][0] / max(1e-9, busy[lab][1]), "steal_frac": steal,
+            "load_average_start": load}
+    # run_steady's fields: the first variant's (the block order alternates, so either will do)
+    out["step_s_median"] = out["variants"][labels[0]]["step_s_median"]
+    out["cpu_util"] = out["variants"][labels[0]]["cpu_util"]
     return out
+
+
+def _worker_variants(a) -> List[tuple]:
+    """The worker's A/B variants from ``--ab_inputs`` (one model, several inputs) or
+    ``--ab_keys`` (several run keys of :func:`configurations`, ``--train_input`` each)."""
+    if a.ab_inputs:
+        lp = json.loads(a.loss_params or "{}")
+        return [(m, a.model, a.aux, lp, m) for m in a.ab_inputs.split(",") if m]
+    confs = {key: (model, aux, lp) for key, model, aux, lp in configurations(a.ab_keys, False)}
+    return [(k, *confs[k], a.train_input) for k in a.ab_keys.split(",") if k]
 
 
 def pieces(a) -> dict:
@@ -493,6 +515,44 @@ def run(a) -> dict:
     return out
 
 
+def aux_in_process(a) -> dict:
+    """The aux-loss overheads (:data:`RATIOS` whose two run keys are in ``--models``) measured
+    in-process: per ratio and round ONE worker holds both models (e.g. DIN+AQCL and DIN) and
+    runs their train steps in alternating blocks (:func:`ab_worker`, the order reversed every
+    round). A ratio is the median over rounds of numerator / denominator step time of the same
+    worker (and of CPU seconds per step)."""
+    keys = {k for k, *_ in configurations(a.models, a.quick)}
+    pairs = {name: nd for name, nd in RATIOS.items() if nd[0] in keys and nd[1] in keys}
+    if not pairs:
+        raise SystemExit(f"--in_process: --models={a.models!r} holds no ratio pair of {dict(RATIOS)}")
+    discarded: List[dict] = []
+    workers: Dict[str, List[dict]] = {}
+    for rnd in range(max(1, a.rounds)):
+        for name, (num, den) in pairs.items():
+            order = [num, den] if rnd % 2 == 0 else [den, num]
+            r = run_steady(a, worker_args(a, num, "", None, ab_keys=",".join(order)),
+                           f"round {rnd} {name} in-process", discarded=discarded)
+            workers.setdefault(name, []).append(r)
+            v = r["variants"]
+            print(f"round {rnd} {name:9s} {num} {1e3 * v[num]['step_s_median']:.1f} ms / {den} "
+                  f"{1e3 * v[den]['step_s_median']:.1f} ms = {v[num]['step_s_median'] / v[den]['step_s_median']:.3f} "
+                  f"wall, {v[num]['cpu_s_per_step_median'] / v[den]['cpu_s_per_step_median']:.3f} cpu-s "
+                  f"(steal {100 * (r.get('steal_frac') or 0):.0f}%)", flush=True)
+    wall, cpu = {}, {}
+    for name, (num, den) in pairs.items():
+        ws = workers[name]
+        wall[name] = statistics.median(w["variants"][num]["step_s_median"] / w["variants"][den]["step_s_median"]
+                                       for w in ws)
+        cpu[name] = statistics.median(w["variants"][num]["cpu_s_per_step_median"]
+                                      / w["variants"][den]["cpu_s_per_step_median"] for w in ws)
+        print(f"aux overhead {name:9s} = {wall[name]:.3f} wall, {cpu[name]:.3f} cpu-s in-process "
+              f"({'OK' if wall[name] <= TARGETS.get(name, 1.15) else 'OVER'} target {TARGETS.get(name, 1.15)})",
+              flush=True)
+    return {"in_process": True, "rounds": max(1, a.rounds), "aux_overhead": wall, "aux_overhead_cpu": cpu,
+            "pairs": {n: list(nd) for n, nd in pairs.items()}, "workers": workers,
+            "max_steal": a.max_steal, "discarded": discarded}
+
+
 def _print_run(key: str, r: dict) -> None:
     print(f"{key:18s} {r['examples_per_second']:9.0f} ex/s  step {1e3 * r['step_s_median']:7.1f} ms "
           f"(p10 {1e3 * r['step_s_p10']:.1f}, p90 {1e3 * r['step_s_p90']:.1f}) "
@@ -554,8 +614,8 @@ def compare_inputs(a) -> dict:
                 r = run_steady(a, worker_args(a, model, aux, lp, ab_inputs=",".join(order)),
                                f"round {rnd} {key} in-process", discarded=discarded)
                 for mode in modes:
-                    runs.setdefault(key, {}).setdefault(mode, []).append(r["modes"][mode])
-                    m = r["modes"][mode]
+                    runs.setdefault(key, {}).setdefault(mode, []).append(r["variants"][mode])
+                    m = r["variants"][mode]
                     print(f"round {rnd} {key:10s} {mode:7s} {m['examples_per_second']:9.0f} ex/s  step "
                           f"{1e3 * m['step_s_median']:7.1f} ms  cpu {1e3 * m['cpu_s_per_step_median']:.0f} "
                           f"ms/step  cpu_util {m['cpu_util']:.2f}  steal {100 * (r.get('steal_frac') or 0):.0f}% "
@@ -640,9 +700,12 @@ def parser():
     ap.add_argument("--inputs", default="ids,stream",
                     help="--compare_inputs: the streamed inputs beside memory (ids, stream)")
     ap.add_argument("--in_process", action="store_true",
-                    help="--compare_inputs: both inputs in ONE worker per model and round, feeding the "
-                         "same compiled step in alternating blocks of --steps_per_epoch steps")
+                    help="A/B in ONE worker, in alternating blocks of --steps_per_epoch steps: with "
+                         "--compare_inputs both inputs feed the same compiled step (one worker per model "
+                         "and round); otherwise each aux-overhead ratio's two models (one worker per "
+                         "ratio and round)")
     ap.add_argument("--ab_inputs", default="", help=argparse.SUPPRESS)  # worker: the inputs of --in_process
+    ap.add_argument("--ab_keys", default="", help=argparse.SUPPRESS)  # worker: the run keys of --in_process
     ap.add_argument("--compare_inputs", action="store_true",
                     help=f"streamed (id shards, string records) / in-memory ex/s per model (default "
                          f"models {STREAMED_MODELS}; the id shards must exist: python -m pipelines.id_shards)")
@@ -664,7 +727,8 @@ def parser():
 def main(argv: Optional[List[str]] = None):
     a = parser().parse_args(argv)
     if a.worker:
-        print(json.dumps(pieces(a) if a.pieces else inputs_ab_worker(a) if a.ab_inputs else worker(a)),
+        ab = a.ab_inputs or a.ab_keys
+        print(json.dumps(pieces(a) if a.pieces else ab_worker(a, _worker_variants(a)) if ab else worker(a)),
               flush=True)
         return
     if a.pieces:
@@ -678,7 +742,7 @@ def main(argv: Optional[List[str]] = None):
     print(f"machine: {json.dumps(machine_info())}; load {load_average()}", flush=True)
     if a.compare_inputs and a.models == "all":
         a.models = STREAMED_MODELS
-    res = compare_inputs(a) if a.compare_inputs else run(a)
+    res = compare_inputs(a) if a.compare_inputs else aux_in_process(a) if a.in_process else run(a)
     res["command"] = "python -m benchmarks.train " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.json:
         with open(a.json, "w") as fh:

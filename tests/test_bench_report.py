@@ -186,7 +186,7 @@ def test_compare_inputs_in_process_splits_each_worker_by_input(monkeypatch):
         seen.append(order)
         step = {"memory": 0.030, "ids": 0.033}
         return {"steal_frac": 0.0, "step_s_median": 0.03, "cpu_util": 1.8,
-                "modes": {m: {"examples_per_second": 1024 / s, "cpu_s_per_step_median": 2 * s,
+                "variants": {m: {"examples_per_second": 1024 / s, "cpu_s_per_step_median": 2 * s,
                               "step_s_median": s, "cpu_util": 1.8} for m, s in step.items()}}
 
     monkeypatch.setattr(train, "run_worker", fake)
@@ -197,3 +197,25 @@ def test_compare_inputs_in_process_splits_each_worker_by_input(monkeypatch):
     assert res["in_process"] and len(res["runs"]["din"]["ids"]) == 2
     assert res["streamed_over_memory"]["din"] == pytest.approx(0.030 / 0.033)
     assert res["streamed_over_memory_cpu"]["din"] == pytest.approx(0.030 / 0.033)
+
+
+def test_aux_in_process_pairs_each_ratio_in_one_worker(monkeypatch):
+    from benchmarks import train
+
+    seen = []
+
+    def fake(module, args, root=None):
+        keys = [x.split("=", 1)[1] for x in args if x.startswith("--ab_keys=")][0].split(",")
+        seen.append(keys)
+        step = {"din": 0.030, "din+aqcl": 0.066, "tan": 0.070, "ccn": 0.091}
+        return {"steal_frac": 0.0, "step_s_median": 0.03, "cpu_util": 1.8,
+                "variants": {k: {"step_s_median": step[k], "cpu_s_per_step_median": 2 * step[k]} for k in keys}}
+
+    monkeypatch.setattr(train, "run_worker", fake)
+    a = train.parser().parse_args(["--in_process", "--rounds=2", "--models=tan,ccn,din,din+aqcl"])
+    res = train.aux_in_process(a)
+    assert seen == [["ccn", "tan"], ["din+aqcl", "din"], ["tan", "ccn"], ["din", "din+aqcl"]]
+    assert res["aux_overhead"] == {"ccn": pytest.approx(1.3), "aqcl": pytest.approx(2.2)}
+    assert res["aux_overhead_cpu"]["aqcl"] == pytest.approx(2.2) and len(res["workers"]["ccn"]) == 2
+    with pytest.raises(SystemExit):
+        train.aux_in_process(train.parser().parse_args(["--in_process", "--models=din"]))

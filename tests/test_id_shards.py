@@ -224,14 +224,22 @@ def test_in_process_input_ab_feeds_one_step_from_both_inputs(ids_data):
     inputs in alternating timed blocks, a result per input."""
     import argparse
 
-    from benchmarks.train import inputs_ab_worker
+    from benchmarks.train import _worker_variants, ab_worker
 
     a = argparse.Namespace(data_dir=ids_data, model="din", aux="", batch_size=32, optimizer="adagrad",
                            jit_compile=False, steps_per_execution=1, steps_per_epoch=3, epochs=2,
-                           warmup_epochs=1, lookup_in_input=1, loss_params="", ab_inputs="ids,memory")
-    r = inputs_ab_worker(a)
-    assert sorted(r["modes"]) == ["ids", "memory"]
-    for m in r["modes"].values():  # 2 timed blocks of 3 steps, the first step of each dropped
+                           warmup_epochs=1, lookup_in_input=1, loss_params="", ab_inputs="ids,memory",
+                           ab_keys="", train_input="auto")
+    r = ab_worker(a, _worker_variants(a))
+    assert sorted(r["variants"]) == ["ids", "memory"]
+    for m in r["variants"].values():  # 2 timed blocks of 3 steps, the first step of each dropped
         assert m["n_steps"] == 4 and m["step_s_median"] > 0 and m["cpu_s_per_step_median"] > 0
         assert m["examples_per_second"] == pytest.approx(32 / m["step_s_median"])
-    assert r["step_s_median"] == r["modes"]["ids"]["step_s_median"]  # the first input's
+        assert m["model"] == "din"
+    assert r["step_s_median"] == r["variants"]["ids"]["step_s_median"]  # the first input's
+    # two models in one worker (the aux-overhead pair): DIN+AQCL and DIN, each its own step
+    a.ab_inputs, a.ab_keys, a.train_input = "", "din+aqcl,din", "memory"
+    v = _worker_variants(a)
+    assert [x[0] for x in v] == ["din+aqcl", "din"] and v[0][1:3] == ("din", "aqcl") and v[1][2] == ""
+    r = ab_worker(a, v)
+    assert r["variants"]["din+aqcl"]["aux"] == "aqcl" and r["variants"]["din"]["n_steps"] == 4
