@@ -283,21 +283,32 @@ def time_fit(model, dataset, epochs: int, warmup_epochs: int, steps_per_epoch: i
     return out
 
 
+def build_model(args, model_name: str, aux: str, loss_params: Optional[dict], train_input: str,
+                spec, stats, setup_runtime: bool = True):
+    """``(config, compiled model)`` of one configuration as the trainer builds it
+    (``trainer.build_compiled``, the loss flags ``ccn.models.default_loss_params()`` updated by
+    ``loss_params``); ``setup_runtime`` once per process."""
+    from ccn import models
+    from ctrcore import trainer
+
+    cfg = make_config(args.data_dir, model_name, aux, args.batch_size, args.optimizer,
+                      args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
+                      args.epochs, lookup_in_input=bool(args.lookup_in_input), train_input=train_input)
+    if setup_runtime:
+        trainer.setup_runtime(cfg)
+    lp = models.default_loss_params()
+    lp.update(loss_params or {})
+    return cfg, trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
+
+
 def worker(args) -> dict:
     import tensorflow as tf
 
-    from ccn import models
     from ctrcore import schema, trainer
 
     spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
-    cfg = make_config(args.data_dir, args.model, args.aux, args.batch_size, args.optimizer,
-                      args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
-                      args.epochs, lookup_in_input=bool(args.lookup_in_input),
-                      train_input=args.train_input)
-    trainer.setup_runtime(cfg)
-    lp = models.default_loss_params()
-    lp.update(json.loads(args.loss_params or "{}"))
-    model = trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
+    cfg, model = build_model(args, args.model, args.aux, json.loads(args.loss_params or "{}"),
+                             args.train_input, spec, stats)
     ds = trainer.make_train_input(cfg, spec, model)  # exactly the trainer's input
     load0 = load_average()
     res = time_fit(model, ds, args.epochs, args.warmup_epochs, args.steps_per_epoch,
@@ -329,7 +340,6 @@ def ab_worker(args, variants: List[tuple]) -> dict:
 
     import tensorflow as tf
 
-    from ccn import models
     from ctrcore import schema, trainer
 
     spec, stats = schema.load_spec(args.data_dir), schema.load_stats(args.data_dir)
@@ -338,15 +348,8 @@ def ab_worker(args, variants: List[tuple]) -> dict:
     for label, model_name, aux, lp_over, train_input in variants:
         key = json.dumps([model_name, aux, lp_over], sort_keys=True)
         if key not in built:
-            cfg = make_config(args.data_dir, model_name, aux, args.batch_size, args.optimizer,
-                              args.jit_compile, args.steps_per_execution, args.steps_per_epoch,
-                              args.epochs, lookup_in_input=bool(args.lookup_in_input),
-                              train_input=train_input)
-            if not built:
-                trainer.setup_runtime(cfg)
-            lp = models.default_loss_params()
-            lp.update(lp_over or {})
-            m = trainer.build_compiled(cfg, models.model_factory(cfg, lp), spec, stats)
+            cfg, m = build_model(args, model_name, aux, lp_over, train_input, spec, stats,
+                                 setup_runtime=not built)
             built[key] = (cfg, m, m.make_train_function())
         cfg, m, fn = built[key]
         its[label] = iter(trainer.make_train_input(dataclasses.replace(cfg, train_input=train_input), spec, m))
@@ -368,7 +371,7 @@ def ab_worker(args, variants: List[tuple]) -> dict:
     steps = {lab: [] for lab in labels}
     cpu = {lab: [] for lab in labels}
     busy = {lab: [0.0, 0.0] for lab in labels}  # CPU and wall seconds of the timed blocks
-    ticks0 = machine_cpu_ticks()
+    ticks0, load0 = machine_cpu_ticks(), load_average()
     for b in range(args.epochs):
         for lab in (labels if b % 2 == 0 else labels[::-1]):
             d, c, w = block(lab)
@@ -377,8 +380,8 @@ def ab_worker(args, variants: List[tuple]) -> dict:
             busy[lab][0] += c
             busy[lab][1] += w
     steal = steal_fraction(ticks0, machine_cpu_ticks())
-    load = load_average()
-    out = {"batch_size": args.batch_size, "variants": {}, "steal_frac": steal, "load_average_end": load}
+    out = {"batch_size": args.batch_size, "variants": {}, "steal_frac": steal,
+           "load_average_start": load0, "load_average_end": load_average()}
     for (lab, model_name, aux, lp_over, train_input) in variants:
         med = statistics.median(steps[lab])
         out["variants"][lab] = {
@@ -386,7 +389,7 @@ def ab_worker(args, variants: List[tuple]) -> dict:
             "step_s_median": med, "cpu_s_per_step_median": statistics.median(cpu[lab]),
             "examples_per_second": args.batch_size / med, "n_steps": len(steps[lab]),
             "cpu_util": busy[lab][0] / max(1e-9, busy[lab][1]), "steal_frac": steal,
-            "load_average_start": load}
+            "load_average_start": load0}
     # run_steady's fields: the first variant's (the block order alternates, so either will do)
     out["step_s_median"] = out["variants"][labels[0]]["step_s_median"]
     out["cpu_util"] = out["variants"][labels[0]]["cpu_util"]
