@@ -14,6 +14,11 @@ opens them by name::
     backup/             keras BackupAndRestore checkpoints (resume of an interrupted run)
     tb/                 TensorBoard events: train/ and validation/ (tb/worker_<pid>/: a non-chief)
 
+A run's *record* is everything above but the weights, checkpoints and events: the JSON and
+Markdown files a report reads (``RECORD_FILES`` and every ``metrics*.json/.md``), a few KB.
+:meth:`RunDir.archive` copies it into a ledger (``results/runs/`` for the experiment drivers), which
+is committed, so that reports and multi-session experiments outlive the machine that trained them.
+
 JSON files are written atomically (tmp file + rename) as strict JSON (nan -> null). Paths with a
 scheme (``gs://...``) go through ``tf.io.gfile``; local paths through the standard library, so
 reading a run (reports, the alpha search) does not import TensorFlow.
@@ -33,6 +38,9 @@ BEST_PREFIX = os.path.join(BEST_DIR, "weights")
 BEST_INFO = os.path.join(BEST_DIR, "best.json")
 BACKUP_DIR = "backup"
 TB_DIR = "tb"
+
+#: the files of a run's record besides its evaluations (``metrics*.json/.md``); see the docstring
+RECORD_FILES = (CONFIG_FILE, HISTORY_FILE, BEST_INFO)
 
 _REQUIRED = object()
 
@@ -210,6 +218,40 @@ class RunDir:
             raise RunFileMissing(f"no best weights under {self.best_weights} "
                                  f"(did training finish an epoch?)")
         model.load_weights(self.best_weights).expect_partial()
+
+    # -- the record ------------------------------------------------------------------------------
+    def record_files(self) -> list:
+        """The names (relative to the run directory) of the run's record files that exist:
+        :data:`RECORD_FILES` and every evaluation (``metrics*.json``, ``metrics*.md``), sorted."""
+        if _is_url(self.path):
+            names = [os.path.basename(p) for p in _gfile().glob(self.file("metrics*"))]
+        else:
+            names = os.listdir(self.path) if os.path.isdir(self.path) else []
+        evals = [n for n in names if n.startswith("metrics") and n.endswith((".json", ".md"))
+                 and not n.endswith(".tmp")]
+        return sorted([n for n in RECORD_FILES if self.has(n)] + evals)
+
+    def archive(self, dest: str) -> "RunDir":
+        """Copy the run's record (:meth:`record_files`: no weights, checkpoints or events) into
+        the run directory ``dest`` (created), replacing files of the same name; returns it.
+        Raises :class:`RunFileMissing` when the run has no evaluation of the test split, since a
+        record without one is not a finished run."""
+        if not self.has_metrics():
+            raise RunFileMissing(f"{self.metrics_path()} not found: {self.path} has no evaluation "
+                                 "to archive (has the run finished?)")
+        out = RunDir(dest)
+        out.create()
+        for name in self.record_files():
+            with _open(self.file(name), "rb") as src:
+                data = src.read()
+            tmp = out.file(name) + ".tmp"
+            with _open(tmp, "wb") as fh:
+                fh.write(data)
+            if _is_url(tmp):
+                _gfile().rename(tmp, out.file(name), overwrite=True)
+            else:
+                os.replace(tmp, out.file(name))
+        return out
 
     # -- the directory ---------------------------------------------------------------------------
     def create(self) -> None:

@@ -16,6 +16,13 @@ and on the MIND stand-in.
 3. Writes `results/ccn_<dataset>.md` and `.json` with `python -m ccn.report` (mean ± std over
    seeds, RelaImpr against TAN), computed from the runs' metrics.json only.
 
+The ledger (``--ledger``, default `results/runs`, committed): each finished run's record
+(`ctrcore.rundir.RunDir.archive`: train_config, history, best.json and the evaluations; no
+weights) is copied to `<ledger>/<runs name>/<model>/seed<s>`. A run already in the ledger is not
+trained again, and the reports are built from the ledger, so that tables and multi-session
+experiments outlive the machine whose `runs/` trained them (`--ledger=` turns it off: reports
+from `runs/`).
+
 ``--tag=T`` keeps a variant protocol apart: its runs go to `runs/<dataset>_T/<model>/seed<s>` and
 its tables to `results/ccn_<dataset>_T.md/.json`, with ``--extra`` (the variant's ccn.train flags)
 on every run; the report lists each run's full command. ``--converged`` (needs a tag) adds
@@ -95,6 +102,8 @@ def main(argv=None):
     ap.add_argument("--extra", default="", help="extra ccn.train flags for every run")
     ap.add_argument("--converged", action="store_true", help=f"add {CONVERGED!r} before --extra")
     ap.add_argument("--tag", default="", help="variant name: runs/<dataset>_<tag>, results/ccn_<dataset>_<tag>")
+    ap.add_argument("--ledger", default="results/runs",
+                    help="where each finished run's record is archived and the reports read from ('' = runs/)")
     ap.add_argument("--dry_run", action="store_true")
     ap.add_argument("--report_only", action="store_true")
     a = ap.parse_args(argv)
@@ -131,7 +140,12 @@ def main(argv=None):
         order += [(lg, s, m) for lg in logs for s in seeds for m in models if m not in PRIORITY]
         for lg, seed, m in order:
             rel_dir = os.path.join("runs", name_of(lg), m, f"seed{seed}")
+            ledger_dir = os.path.join(ROOT, a.ledger, name_of(lg), m, f"seed{seed}") if a.ledger else ""
+            if ledger_dir and RunDir(ledger_dir).has_metrics():
+                continue
             if RunDir(os.path.join(ROOT, rel_dir)).has_metrics():
+                if ledger_dir and not a.dry_run:
+                    RunDir(os.path.join(ROOT, rel_dir)).archive(ledger_dir)
                 continue
             data, prep = data_commands(a.dataset, lg)
             if data not in prepared and not os.path.exists(os.path.join(ROOT, data, "stats.json")):
@@ -151,18 +165,22 @@ def main(argv=None):
                 print("$ python -m " + shlex.join(c))
             else:
                 run(c, out)
+                if ledger_dir and RunDir(os.path.join(ROOT, rel_dir)).has_metrics():
+                    RunDir(os.path.join(ROOT, rel_dir)).archive(ledger_dir)
     reports = []
+    runs_root = a.ledger or "runs"
     for lg in logs:
         name = name_of(lg)
-        if not (a.dry_run or glob.glob(os.path.join(ROOT, "runs", name, "*", "seed*"))):
+        if not (a.dry_run or glob.glob(os.path.join(ROOT, runs_root, name, "*", "seed*"))):
             continue
         what = a.dataset if lg is None or lg.is_default else f"{lg.name} (generator seed {lg.gen_seed}, {lg.rows} rows)"
         title = f"CCN Table 2 layout on {what}" + (f" ({a.tag}: {extra})" if a.tag else "")
-        reports.append(["ccn.report", f"--runs_glob=runs/{name}/*/seed*", "--layout=ccn", "--base=tan",
+        reports.append(["ccn.report", f"--runs_glob={runs_root}/{name}/*/seed*", "--layout=ccn", "--base=tan",
                         f"--output=results/ccn_{name}.md", f"--json=results/ccn_{name}.json", f"--title={title}"])
     if grid:
         res = "results/ccn_synthetic_multilog" + (f"_{a.tag}" if a.tag else "")
         reports.append(["ccn.multilog", "--logs=" + ",".join(lg.name for lg in logs), f"--tag={a.tag}",
+                        f"--runs_dir={runs_root}",
                         "--base=tan", f"--output={res}.md", f"--json={res}.json", f"--png={res}_curves.png",
                         "--title=TAN vs CCN on several synthetic logs" + (f" ({a.tag}: {extra})" if a.tag else ""),
                         "--command=" + shlex.join(["python", "scripts/reproduce_ccn.py", *(argv if argv is not None

@@ -172,9 +172,11 @@ def test_driver_grid_commands(tmp_path, monkeypatch, capsys):
     assert all(f"--model_dir=runs/synthetic_g{g}_r200000_conv/" in c for g in (0, 11)
                for c in [x for x in train if f"out/synthetic_g{g}_r" in x])
     reports = [c for c in cmds if c.startswith(("ccn.report", "ccn.multilog"))]
-    assert reports[0].startswith("ccn.report '--runs_glob=runs/synthetic_g0_r200000_conv/*/seed*'")
+    # the reports read the ledger (results/runs), which outlives runs/
+    assert reports[0].startswith("ccn.report '--runs_glob=results/runs/synthetic_g0_r200000_conv/*/seed*'")
     assert "--output=results/ccn_synthetic_g11_r200000_conv.md" in reports[1]
-    assert reports[2].startswith("ccn.multilog --logs=synthetic_g0_r200000,synthetic_g11_r200000 --tag=conv")
+    assert reports[2].startswith("ccn.multilog --logs=synthetic_g0_r200000,synthetic_g11_r200000 --tag=conv "
+                                 "--runs_dir=results/runs")
     assert "--png=results/ccn_synthetic_multilog_conv_curves.png" in reports[2]
 
 
@@ -184,7 +186,7 @@ def test_driver_default_log_keeps_its_paths(tmp_path, monkeypatch, capsys):
                     "pipelines.preprocess --source=synthetic --input=out/synthetic/log/exposures.csv "
                     "--output_dir=out/synthetic/data --seed=0 --runner=DirectRunner",
                     "ccn.train --flagfile=configs/tan_synthetic.flags --seed=0",
-                    "ccn.report '--runs_glob=runs/synthetic/*/seed*' --layout=ccn --base=tan "
+                    "ccn.report '--runs_glob=results/runs/synthetic/*/seed*' --layout=ccn --base=tan "
                     "--output=results/ccn_synthetic.md --json=results/ccn_synthetic.json "
                     "'--title=CCN Table 2 layout on synthetic'"]
     cmds = _dry(monkeypatch, capsys, str(tmp_path), "--seeds=0", "--only=tan", "--tag=long", "--extra=--epochs=30")
@@ -193,3 +195,41 @@ def test_driver_default_log_keeps_its_paths(tmp_path, monkeypatch, capsys):
         D.main(["--dry_run", "--converged"])
     with pytest.raises(SystemExit, match="synthetic log"):
         D.main(["--dry_run", "--dataset=mind", "--gen_seeds=1"])
+
+
+def test_driver_ledger(tmp_path, monkeypatch):
+    """A finished run is archived to the ledger (record only) and not trained again, even once
+    runs/ is gone; a run in the ledger is skipped; the reports read the ledger; --ledger= reads runs/."""
+    root = str(tmp_path)
+    monkeypatch.setattr(D, "ROOT", root)
+    os.makedirs(os.path.join(root, "out", "synthetic", "data"))
+    open(os.path.join(root, "out", "synthetic", "data", "stats.json"), "w").close()
+    calls = []
+
+    def fake_run(args, log):  # "trains" ccn seed 1: leaves an evaluated run dir
+        calls.append(list(args))
+        if args[0] == "ccn.train":
+            _fake_run(root, SyntheticLog(0, 100000), "ccn", 1, 0.7, [0.6, 0.7], cap=60)
+        return 0
+
+    monkeypatch.setattr(D, "run", fake_run)
+    _fake_run(root, SyntheticLog(0, 100000), "ccn", 0, 0.71, [0.6, 0.7], cap=60)  # finished earlier
+    D.main(["--seeds=0,1", "--only=ccn", "--tag=conv"])
+    train = [c for c in calls if c[0] == "ccn.train"]
+    assert train == [["ccn.train", "--flagfile=configs/ccn_synthetic.flags", "--seed=1",
+                      "--model_dir=runs/synthetic_conv/ccn/seed1"]]
+    for s in (0, 1):
+        led = RunDir(os.path.join(root, "results", "runs", "synthetic_conv", "ccn", f"seed{s}"))
+        assert led.has_metrics() and led.has_config() and led.has_history() and not led.has_best_weights()
+    report = [c for c in calls if c[0] == "ccn.report"]
+    assert report and report[0][1] == "--runs_glob=results/runs/synthetic_conv/*/seed*"
+
+    import shutil
+    shutil.rmtree(os.path.join(root, "runs"))  # a new machine: runs/ is gone, the ledger is committed
+    calls.clear()
+    D.main(["--seeds=0,1", "--only=ccn", "--tag=conv"])
+    assert [c for c in calls if c[0] == "ccn.train"] == []
+    calls.clear()
+    D.main(["--seeds=0", "--only=ccn", "--tag=conv", "--ledger="])  # no ledger: runs/ decides
+    assert [c[:4] for c in calls if c[0] == "ccn.train"] == [["ccn.train", "--flagfile=configs/ccn_synthetic.flags",
+                                                           "--seed=0", "--model_dir=runs/synthetic_conv/ccn/seed0"]]

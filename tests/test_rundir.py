@@ -160,3 +160,32 @@ def test_module_constants_are_the_file_names():
     assert (rundir.CONFIG_FILE, rundir.HISTORY_FILE, rundir.METRICS_FILE) == RUN_FILES
     assert RunDir.metrics_name("test") == "metrics.json"
     assert RunDir.metrics_name("valid", "md") == "metrics_valid.md"
+
+
+def test_archive_copies_the_record_and_nothing_else(tmp_path):
+    """The ledger copy: config, history, best.json and every evaluation, no weights, checkpoints
+    or events; a report reads the copy as it reads the run."""
+    run = RunDir(str(tmp_path / "run"))
+    run.create()
+    run.write_config({"seed": 1, "run_info": {"run_key": "ccn"}})
+    run.write_history({"epochs": [{"epoch": 1, "val": {"auc": 0.7}}], "completed": True})
+    run.write_json(rundir.BEST_INFO, {"epoch": 1, "val_auc": 0.7})
+    for name in ("best/weights.index", "backup/ckpt-1.index", "tb/events.out", "metrics.json.tmp"):
+        os.makedirs(os.path.dirname(run.file(name)), exist_ok=True)
+        pathlib.Path(run.file(name)).write_bytes(b"\0" * 64)
+    with pytest.raises(RunFileMissing, match="no evaluation to archive"):
+        run.archive(str(tmp_path / "ledger" / "ccn" / "seed1"))
+    run.write_metrics("test", {"auc": 0.71}, "# t\n")
+    run.write_metrics("valid", {"auc": 0.72})
+
+    copy = run.archive(str(tmp_path / "ledger" / "ccn" / "seed1"))
+    files = sorted(str(p.relative_to(copy.path)) for p in pathlib.Path(copy.path).rglob("*") if p.is_file())
+    assert files == ["best/best.json", "history.json", "metrics.json", "metrics.md", "metrics_valid.json",
+                     "train_config.json"]
+    assert copy.read_metrics() == {"auc": 0.71} and copy.read_metrics("valid") == {"auc": 0.72}
+    assert copy.read_config() == run.read_config() and copy.completed()
+    assert copy.read_best_info() == {"epoch": 1, "val_auc": 0.7}
+    assert not copy.has_best_weights()
+    # archiving again replaces the copy's files (a re-evaluated run)
+    run.write_metrics("test", {"auc": 0.73})
+    assert run.archive(copy.path).read_metrics() == {"auc": 0.73}
