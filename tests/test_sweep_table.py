@@ -46,3 +46,37 @@ def test_seeds_compares_the_variants_on_the_same_seeds(tmp_path):
     assert a["chosen"] and a["seeds"] == [0, 3]  # all seeds: the extra seed decides
     a, b = S.collect(os.path.join(root, "sweep_*", "ccn"), seeds=[0])
     assert b["chosen"] and a["seeds"] == [0] == b["seeds"]
+
+
+def test_prior_tables_fill_the_seeds_whose_run_dirs_are_gone(tmp_path):
+    """Seeds 0-1 survive only in an earlier table's JSON; seed 2 is in the ledger: the variant is
+    compared on 0-2, the prior runs marked; a run directory wins over a prior record of its seed;
+    a prior variant outside --runs is left out."""
+    root = str(tmp_path)
+    _run(root, "results/runs/conv", 1, 0.80, 0.8, 0.5)  # re-run: overrides the prior seed 1
+    _run(root, "results/runs/conv", 2, 0.78, 0.8, 0.5)
+    _run(root, "results/runs/conv_lambda01", 2, 0.79, 0.8, 0.5)
+    prior = os.path.join(root, "old.json")
+    rec = lambda seed, val: {"seed": seed, "best_val_auc": val, "test_auc": 0.5, "best_epoch": 9,
+                             "flags": {"ccn_tau": "0.5", "ccn_xi": "0.8"}}
+    json.dump({"command": "old", "variants": [
+        {"variant": "runs/conv/ccn", "runs": [rec(0, 0.70), rec(1, 0.10)]},
+        {"variant": "runs/conv_lambda01/ccn", "runs": [rec(0, 0.76), rec(1, 0.77)]},
+        {"variant": "runs/other/tan", "runs": [rec(0, 0.99)]}]}, open(prior, "w"))
+    old_cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        rows = S.collect("results/runs/conv*/ccn", priors=[prior])
+    finally:
+        os.chdir(old_cwd)
+    assert [r["variant"] for r in rows] == ["results/runs/conv/ccn", "results/runs/conv_lambda01/ccn"]
+    conv, lam = rows
+    assert conv["seeds"] == [0, 1, 2] == lam["seeds"]
+    assert conv["val_auc_mean"] == pytest.approx((0.70 + 0.80 + 0.78) / 3)  # seed 1 from its run dir
+    assert lam["val_auc_mean"] == pytest.approx((0.76 + 0.77 + 0.79) / 3) and lam["chosen"]
+    assert [x.get("from") for x in conv["runs"]] == [prior, None, None]
+    md = S.markdown(rows, "cmd", "t")
+    assert f"from `{prior}`" in md and "`conv/ccn` seeds [0]; `conv_lambda01/ccn` seeds [0, 1]" in md
+    absolute = S.collect(os.path.join(root, "results/runs/conv*/ccn"), seeds=[0, 2], priors=[prior])
+    assert [r["seeds"] for r in absolute] == [[0, 2], [0, 2]]
+    assert S.variant_key("/a/runs/b/results/runs/conv/ccn") == "conv/ccn" == S.variant_key("runs/conv/ccn")
