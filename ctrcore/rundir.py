@@ -91,6 +91,20 @@ def read_json(path: str, default=None):
         return json.load(fh)
 
 
+def finished(run_dir: str, ledger_dir: str = "", archive: bool = True) -> bool:
+    """Whether a run has finished: its test evaluation is in the ledger copy ``ledger_dir`` (when
+    given) or in ``run_dir``. A finished run not yet in the ledger is archived there
+    (:meth:`RunDir.archive`) unless ``archive`` is False (a dry run)."""
+    if ledger_dir and RunDir(ledger_dir).has_metrics():
+        return True
+    run = RunDir(run_dir)
+    if not run.has_metrics():
+        return False
+    if ledger_dir and archive:
+        run.archive(ledger_dir)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # the run directory
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,12 @@ AQCL runs get ``--aqcl_w1/--aqcl_w2`` from the alpha search's ``best.json`` when
 writes ``out/beauty/search_din_aqcl/best.json``), else the config's values; the values each row
 used are recorded in the results (``loss_params``; a list when seeds differ).
 
+The ledger (``--ledger``, default `results/runs`, committed): each finished run's record
+(`ctrcore.rundir.RunDir.archive`: no weights) is copied to
+`<ledger>/aqcl/<RUNS_DIR relative to the repository>/<name>/seed<k>`; a run in the ledger is not
+trained again and the results are computed from the ledger, so that they outlive RUNS_DIR
+(`--ledger=`: from RUNS_DIR only).
+
 Finally (also with ``--report_only``) writes ``results/aqcl_beauty.json`` and ``.md``: per model
 ``auc_mean``, ``auc_std``, ``seeds``, per activeness group AUC means, and ``relaimpr`` (AQCL
 Eq. 9) against DIN - all computed from the runs' ``metrics.json``, nothing hard-coded. The tables
@@ -47,7 +53,7 @@ from typing import Dict, List, Optional
 from aqcl import tables
 from ctrcore import reporting
 from ctrcore.metrics import GROUP_NAMES as GROUPS
-from ctrcore.rundir import RunDir
+from ctrcore.rundir import RunDir, finished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (table id in the results JSON, the paper table); a model's table is the first that has it
@@ -212,7 +218,7 @@ def markdown(res: Dict[str, dict], meta: dict, summaries: Dict[str, dict]) -> st
     then the commands of ``res``'s models and the planned runs not finished."""
     L = ["# AQCL reproduction on Amazon Beauty", "",
          f"Generated {meta['generated']} by `scripts/reproduce_aqcl.py` from the runs' `metrics.json` "
-         f"(test split) under `{meta['runs_dir']}`. AUC = mean over the seeds listed (± sample std); "
+         f"(test split) under `{meta.get('read_from') or meta['runs_dir']}`. AUC = mean over the seeds listed (± sample std); "
          "RelaImpr (AQCL Eq. 9) is computed from the mean AUCs against DIN; > base: on how many of the seeds both "
          "rows have run the row's AUC beats its base's of the same seed. Activeness groups: "
          f"history length thresholds {meta.get('activeness_thresholds')} from stats.json.", ""]
@@ -342,6 +348,8 @@ def driver_args(args) -> str:
         parts.append(f"--only={args.only}")
     if args.runs_dir != "out/beauty/runs":
         parts.append(f"--runs_dir={args.runs_dir}")
+    if getattr(args, "ledger", "results/runs") != "results/runs":
+        parts.append(f"--ledger={args.ledger}")
     if args.alpha_from:
         parts.append(f"--alpha_from={args.alpha_from}")
     if args.results != "results/aqcl_beauty":
@@ -350,8 +358,22 @@ def driver_args(args) -> str:
     return shlex.join(parts)
 
 
+def ledger_dir(args) -> str:
+    """Where the ledger keeps ``args.runs_dir``'s runs ('' without a ledger)."""
+    if not args.ledger:
+        return ""
+    runs = os.path.abspath(os.path.join(ROOT, args.runs_dir))
+    rel = os.path.relpath(runs, ROOT)
+    if rel.startswith(".."):  # outside the repository: its absolute path, below the ledger
+        rel = runs.lstrip(os.sep)
+    return os.path.join(ROOT, args.ledger, "aqcl", rel)
+
+
 def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: Optional[dict],
-                  data_dir: str, driver: str = "") -> dict:
+                  data_dir: str, driver: str = "", read_dir: str = "") -> dict:
+    """The results JSON and Markdown from the runs under ``read_dir`` (the ledger's copy of
+    ``runs_dir``; ``runs_dir`` itself when empty); ``runs_dir`` is where the runs trained."""
+    train_dir, runs_dir = runs_dir, read_dir or runs_dir
     res, summaries = summarise(runs_dir)
     missing = [f"{n}/seed{s}" for n, s in planned
                if not RunDir(os.path.join(runs_dir, n, f"seed{s}")).has_metrics()]
@@ -363,7 +385,8 @@ def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: O
     digests = sorted({(RunDir(os.path.join(runs_dir, n, f"seed{s}")).read_metrics().get("data") or {})
                       .get("stats_sha256") or "?" for n in res for s in res[n]["seeds"]})
     meta = {"generated": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "stats_sha256": digests,
-            "runs_dir": os.path.relpath(runs_dir, ROOT), "alpha": alpha, "missing": missing,
+            "runs_dir": os.path.relpath(train_dir, ROOT), "read_from": os.path.relpath(runs_dir, ROOT),
+            "alpha": alpha, "missing": missing,
             "activeness_thresholds": thresholds, "data_dir": data_dir, "driver_args": driver}
     os.makedirs(os.path.dirname(out_prefix) or ".", exist_ok=True)
     with open(out_prefix + ".json", "w") as fh:
@@ -377,10 +400,12 @@ def write_results(runs_dir: str, out_prefix: str, planned: List[tuple], alpha: O
 def run_all(planned: List[tuple], args, alpha: Optional[dict]) -> List[tuple]:
     """Run (or skip) every planned run in order; returns the failed ones."""
     failed = []
+    ledger = ledger_dir(args)
     for i, (name, seed) in enumerate(planned):
         run_dir = os.path.join(args.runs_dir, name, f"seed{seed}")
         cmd = command(name, seed, run_dir, alpha, args.train_flag)
-        if RunDir(run_dir).has_metrics():
+        led = os.path.join(ledger, name, f"seed{seed}") if ledger else ""
+        if finished(run_dir, led, archive=not args.dry_run):
             log(f"[{i + 1}/{len(planned)}] {name} seed {seed}: done, skipped")
             continue
         if args.dry_run:
@@ -400,8 +425,9 @@ def run_all(planned: List[tuple], args, alpha: Optional[dict]) -> List[tuple]:
         else:
             m = RunDir(run_dir).read_metrics()
             log(f"    test AUC {m.get('auc')}, logloss {m.get('logloss')} ({dt:.0f}s)")
+            finished(run_dir, led)  # into the ledger
             write_results(args.runs_dir, args.results, args.planned, alpha, args.data_dir,
-                          driver_args(args))
+                          driver_args(args), ledger)
     return failed
 
 
@@ -409,6 +435,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs_dir", default="out/beauty/runs")
+    ap.add_argument("--ledger", default="results/runs",
+                    help="where finished runs' records are archived and the results read from ('' = RUNS_DIR)")
     ap.add_argument("--data_dir", default="out/beauty/data", help="only for stats.json in the report")
     ap.add_argument("--results", default="results/aqcl_beauty", help="output prefix (.json / .md)")
     ap.add_argument("--alpha_from", default="",
@@ -446,7 +474,8 @@ def main(argv=None) -> int:
             log(f"{len(failed)} runs failed: " + ", ".join(f"{n}/seed{s}" for n, s in failed))
     if args.dry_run:
         return 0
-    res = write_results(args.runs_dir, args.results, planned, alpha, args.data_dir, driver_args(args))
+    res = write_results(args.runs_dir, args.results, planned, alpha, args.data_dir, driver_args(args),
+                        ledger_dir(args))
     log(f"wrote {args.results}.json / .md ({len(res)} models with results)")
     return 0
 

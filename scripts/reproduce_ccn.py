@@ -55,7 +55,7 @@ from typing import List, Optional
 
 from ccn import tables
 from ccn.multilog import DEFAULT_GEN_SEED, DEFAULT_ROWS, SyntheticLog
-from ctrcore.rundir import RunDir
+from ctrcore.rundir import finished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = tuple(tables.TABLE2.keys)  # the CCN paper's Table 2 rows (ccn/tables.py), in its order
@@ -141,11 +141,7 @@ def main(argv=None):
         for lg, seed, m in order:
             rel_dir = os.path.join("runs", name_of(lg), m, f"seed{seed}")
             ledger_dir = os.path.join(ROOT, a.ledger, name_of(lg), m, f"seed{seed}") if a.ledger else ""
-            if ledger_dir and RunDir(ledger_dir).has_metrics():
-                continue
-            if RunDir(os.path.join(ROOT, rel_dir)).has_metrics():
-                if ledger_dir and not a.dry_run:
-                    RunDir(os.path.join(ROOT, rel_dir)).archive(ledger_dir)
+            if finished(os.path.join(ROOT, rel_dir), ledger_dir, archive=not a.dry_run):
                 continue
             data, prep = data_commands(a.dataset, lg)
             if data not in prepared and not os.path.exists(os.path.join(ROOT, data, "stats.json")):
@@ -165,8 +161,7 @@ def main(argv=None):
                 print("$ python -m " + shlex.join(c))
             else:
                 run(c, out)
-                if ledger_dir and RunDir(os.path.join(ROOT, rel_dir)).has_metrics():
-                    RunDir(os.path.join(ROOT, rel_dir)).archive(ledger_dir)
+                finished(os.path.join(ROOT, rel_dir), ledger_dir)  # archives it when it finished
     reports = []
     runs_root = a.ledger or "runs"
     for lg in logs:

@@ -95,3 +95,29 @@ def test_driver_args_name_what_decides_the_runs():
                                 "--only=din,din_aqcl --runs_dir=out/x --results=results/y")
     a.only = ""
     assert "--only" not in R.driver_args(a)
+
+
+def test_ledger_keeps_finished_runs_after_runs_dir_is_gone(tmp_path, monkeypatch):
+    """A finished run is archived to results/runs/aqcl/<RUNS_DIR>/ and the results come from
+    there; once RUNS_DIR is gone the run is neither trained again nor missing from the results."""
+    import shutil
+    root = str(tmp_path)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(R, "ROOT", root)
+    calls = []
+    monkeypatch.setattr(R.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 1)
+    _run(os.path.join(root, "out", "beauty", "runs"), "din", 0, 0.71, (0.6, 0.7, 0.8))
+    args = ["--seeds_table2=1", "--seeds_table3=0", "--seeds_ablation=0", "--only=din", "--retries=0",
+            f"--results={root}/res"]
+    assert R.main(args) == 0 and calls == []
+    led = os.path.join(root, "results", "runs", "aqcl", "out", "beauty", "runs", "din", "seed0")
+    assert sorted(f for f in os.listdir(led) if os.path.isfile(os.path.join(led, f))) == ["history.json", "metrics.json"]
+    shutil.rmtree(os.path.join(root, "out"))
+    assert R.main(args) == 0 and calls == []
+    res = json.load(open(f"{root}/res.json"))
+    assert res["models"]["din"]["seeds"] == [0] and res["meta"]["missing"] == []
+    assert res["meta"]["read_from"] == "results/runs/aqcl/out/beauty/runs" and res["meta"]["runs_dir"] == "out/beauty/runs"
+    # without the ledger the run is planned again (the stubbed training fails: reported, not raised)
+    assert R.main(args + ["--ledger="]) == 0 and len(calls) == 1
+    assert R.ledger_dir(R.argparse.Namespace(ledger="results/runs", runs_dir="/elsewhere/runs")) == os.path.join(
+        root, "results", "runs", "aqcl", "elsewhere", "runs")
