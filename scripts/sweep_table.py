@@ -53,9 +53,10 @@ def collect(pattern: str, seeds: Optional[Sequence[int]] = None, priors: Sequenc
 
 
 def gather(pattern: str, seeds: Optional[Sequence[int]] = None) -> List[dict]:
-    """``[{variant, runs}]``: the finished runs of each variant directory under ``pattern``."""
+    """``[{variant, runs}]``: the finished runs of each variant directory under ``pattern`` (a
+    glob, or several separated by commas)."""
     rows = []
-    for d in sorted(glob.glob(pattern)):
+    for d in sorted({d for p in pattern.split(",") if p for d in glob.glob(p)}):
         runs = []
         for sd in sorted(glob.glob(os.path.join(d, "seed*"))):
             if seeds is not None and int(os.path.basename(sd)[4:]) not in seeds:
@@ -86,14 +87,14 @@ def merge_prior(rows: List[dict], priors: Sequence[str], pattern: str,
     """Add to ``rows`` the runs of earlier tables (``priors``: this script's JSON files) whose
     variant matches ``pattern`` and whose seed no row of that variant has yet; each such run gets
     ``from`` = the JSON's path. Variants only in a prior table become rows of their own."""
-    want = variant_key(os.path.relpath(pattern, ROOT) if pattern.startswith(ROOT) else pattern)
+    want = [variant_key(os.path.relpath(p, ROOT) if p.startswith(ROOT) else p) for p in pattern.split(",") if p]
     by_key = {variant_key(r["variant"]): r for r in rows}
     for path in priors:
         with open(path) as fh:
             prior = json.load(fh)
         for v in prior.get("variants", []):
             key = variant_key(v["variant"])
-            if not fnmatch.fnmatch(key, want):
+            if not any(fnmatch.fnmatch(key, w) for w in want):
                 continue
             row = by_key.get(key)
             if row is None:
@@ -155,7 +156,7 @@ def markdown(rows: List[dict], command: str, title: str) -> str:
 
 def main(argv=None) -> List[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", required=True, help="glob of variant directories (each holds seed*/)")
+    ap.add_argument("--runs", required=True, help="glob(s, comma-separated) of variant directories (each holds seed*/)")
     ap.add_argument("--output", required=True, help="prefix of OUTPUT.md / OUTPUT.json")
     ap.add_argument("--title", default="Hyper-parameter sweep")
     ap.add_argument("--seeds", default="", help="comma list: only these seeds of every variant")

@@ -79,4 +79,7 @@ def test_prior_tables_fill_the_seeds_whose_run_dirs_are_gone(tmp_path):
     assert f"from `{prior}`" in md and "`conv/ccn` seeds [0]; `conv_lambda01/ccn` seeds [0, 1]" in md
     absolute = S.collect(os.path.join(root, "results/runs/conv*/ccn"), seeds=[0, 2], priors=[prior])
     assert [r["seeds"] for r in absolute] == [[0, 2], [0, 2]]
+    both = S.collect("results/runs/conv/ccn,results/runs/conv_lambda01/ccn".replace("results", os.path.join(root, "results")),
+                     priors=[prior])
+    assert [S.variant_key(r["variant"]) for r in both] == ["conv/ccn", "conv_lambda01/ccn"]
     assert S.variant_key("/a/runs/b/results/runs/conv/ccn") == "conv/ccn" == S.variant_key("runs/conv/ccn")
