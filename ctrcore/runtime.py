@@ -1,5 +1,6 @@
 """The process's runtime: chief detection (``TF_CONFIG``), seeds / determinism / the
-mixed-precision policy, the ``--distribution`` strategy, and the library versions a run records.
+mixed-precision policy, the ``--distribution`` strategy, and the library and code versions a run
+records.
 
 ``make_strategy(parameter_server)`` never returns in a worker or ps process: those only serve
 (``tf.distribute.Server.join``) and exit; the chief (coordinator) runs the trainer.
@@ -10,8 +11,9 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
-from typing import Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -66,6 +68,28 @@ def make_strategy(cfg: TrainConfig, variable_partitioner=None) -> tf.distribute.
                 min_shard_bytes=256 << 10, max_shards=num_ps)
         return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=variable_partitioner)
     raise ConfigError(f"unknown --distribution={cfg.distribution!r}")
+
+
+def code_version(root: Optional[str] = None) -> Dict[str, Any]:
+    """``{"commit": <git HEAD>, "dirty": <tracked files differ from it>}`` of the checkout holding
+    this code (``root``: another directory), or ``{"commit": None}`` outside a git checkout (an
+    installed wheel) or without git. Two runs of the same seed on different commits may differ:
+    a change that keeps the loss values may still change the gradients' summation order."""
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--verify", "HEAD"], capture_output=True,
+                              text=True, timeout=20)
+        if head.returncode != 0:
+            return {"commit": None}
+        top = subprocess.run(["git", "-C", root, "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=20).stdout.strip()
+        if os.path.realpath(top) != os.path.realpath(root):  # root is not a checkout's top (e.g. site-packages)
+            return {"commit": None}
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=60)
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
 
 
 def versions() -> Dict[str, str]:

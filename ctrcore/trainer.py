@@ -35,7 +35,7 @@ from ctrcore.evaluation import evaluate_split, serving_inputs  # noqa: F401
 from ctrcore.optimizer import loss_scaled, make_optimizer
 from ctrcore.record import check_resume, data_digest, prepare  # noqa: F401
 from ctrcore.rundir import RunDir
-from ctrcore.runtime import is_chief, make_strategy, setup_runtime, versions
+from ctrcore.runtime import code_version, is_chief, make_strategy, setup_runtime, versions
 from ctrcore.train_input import (make_train_input, parsed_bytes_per_example,  # noqa: F401
                                  resolve_train_input)
 
@@ -76,11 +76,20 @@ def open_run_dir(cfg: TrainConfig, record: Dict[str, Any], chief: bool) -> RunDi
 
 
 def write_record(run: RunDir, record: Dict[str, Any]) -> None:
-    """The run record with the library versions and the first session's start time."""
-    record = dict(record, versions=versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    """The run record with the library versions, the code version (``code``: the git commit of
+    the first session; ``code_sessions``: every session's, when a resumed session ran other code)
+    and the first session's start time."""
+    code = code_version()
+    record = dict(record, versions=versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S"), code=code)
     old = run.read_config(default=None) or {}
     if "started" in old:
         record["started"] = old["started"]
+    if "code" in old:
+        record["code"] = old["code"]
+        sessions = old.get("code_sessions") or [old["code"]]
+        record["code_sessions"] = sessions + ([code] if code != sessions[-1] else [])
+        if len(record["code_sessions"]) == 1:
+            del record["code_sessions"]
     run.write_config(record)
 
 

@@ -141,6 +141,9 @@ def test_short_training_learns_and_writes_everything(tmp_path_factory):
     rec = json.load(open(os.path.join(md, "train_config.json")))
     assert rec["seed"] == 0 and rec["config"]["model"] == "tan" and rec["data"]["stats_sha256"]
     assert rec["run_info"]["command"] == "python -m ccn.train --model=tan"
+    # the code version: this checkout's commit (CI runs in a clone), or None outside git
+    assert set(rec["code"]) <= {"commit", "dirty"}
+    assert rec["code"]["commit"] is None or len(rec["code"]["commit"]) == 40
     assert rec["plan"]["steps_per_epoch"] == rec["data"]["examples"]["train"] // 64
     assert os.path.exists(os.path.join(md, "best", "weights.index"))
     md_text = open(os.path.join(md, "metrics.md")).read()
@@ -358,3 +361,38 @@ def test_resolve_train_input_auto(data, tmp_path):
                                            lookup)[0] == want, kw
     assert trainer.resolve_train_input(cfg, spec, names, None)[0] == "stream"
     assert trainer.resolve_train_input(cfg, spec, names, lookup, stats={})[0] == "stream"
+
+
+def test_code_version_and_its_sessions(tmp_path, monkeypatch):
+    """code_version: a git checkout's HEAD and dirty flag, None elsewhere; write_record keeps the
+    first session's code and lists every session's once a resumed one ran other code."""
+    from ctrcore import runtime, trainer
+    from ctrcore.rundir import RunDir
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)
+    git("init", "-q")
+    (repo / "f.py").write_text("x = 1\n")
+    git("add", "f.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    v = runtime.code_version(str(repo))
+    assert len(v["commit"]) == 40 and v["dirty"] is False
+    (repo / "f.py").write_text("x = 2\n")
+    assert runtime.code_version(str(repo)) == dict(v, dirty=True)
+    (repo / "sub").mkdir()  # inside a checkout but not its top (as site-packages in a venv could be)
+    assert runtime.code_version(str(repo / "sub")) == {"commit": None}
+    assert runtime.code_version(str(tmp_path / "nogit")) == {"commit": None}
+
+    run = RunDir(str(tmp_path / "run"))
+    run.create()
+    codes = iter([{"commit": "a" * 40, "dirty": False}, {"commit": "a" * 40, "dirty": False},
+                  {"commit": "b" * 40, "dirty": True}])
+    monkeypatch.setattr(trainer, "code_version", lambda: next(codes))
+    trainer.write_record(run, {"seed": 1})
+    assert run.read_config()["code"]["commit"] == "a" * 40 and "code_sessions" not in run.read_config()
+    trainer.write_record(run, {"seed": 1})  # resumed on the same code
+    assert "code_sessions" not in run.read_config()
+    trainer.write_record(run, {"seed": 1})  # resumed on other code
+    rec = run.read_config()
+    assert rec["code"]["commit"] == "a" * 40
+    assert [c["commit"] for c in rec["code_sessions"]] == ["a" * 40, "b" * 40]
