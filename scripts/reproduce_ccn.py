@@ -105,7 +105,8 @@ def main(argv=None):
     ap.add_argument("--ledger", default="results/runs",
                     help="where each finished run's record is archived and the reports read from ('' = runs/)")
     ap.add_argument("--dry_run", action="store_true")
-    ap.add_argument("--report_only", action="store_true")
+    ap.add_argument("--report_only", action="store_true",
+                    help="train nothing: archive the finished runs into the ledger and write the reports")
     a = ap.parse_args(argv)
     models = [m for m in a.only.split(",") if m] or list(MODELS)
     unknown = sorted(set(models) - set(MODELS))
@@ -133,35 +134,35 @@ def main(argv=None):
             return log.runs_name(a.tag)
         return f"{a.dataset}_{a.tag}" if a.tag else a.dataset
 
-    if not a.report_only:
-        prepared = set()
-        # the TAN-vs-CCN comparison over every log and seed first, then the other models seed-major
-        order = [(lg, s, m) for lg in logs for s in seeds for m in models if m in PRIORITY]
-        order += [(lg, s, m) for lg in logs for s in seeds for m in models if m not in PRIORITY]
-        for lg, seed, m in order:
-            rel_dir = os.path.join("runs", name_of(lg), m, f"seed{seed}")
-            ledger_dir = os.path.join(ROOT, a.ledger, name_of(lg), m, f"seed{seed}") if a.ledger else ""
-            if finished(os.path.join(ROOT, rel_dir), ledger_dir, archive=not a.dry_run):
-                continue
-            data, prep = data_commands(a.dataset, lg)
-            if data not in prepared and not os.path.exists(os.path.join(ROOT, data, "stats.json")):
-                for c in prep:
-                    if a.dry_run:
-                        print("$ python -m " + shlex.join(c))
-                    elif run(c, out) != 0:
-                        raise SystemExit(f"data preparation failed: {shlex.join(c)}")
-            prepared.add(data)
-            c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}"]
-            if lg is not None and not lg.is_default:
-                c += [f"--data_dir={data}", f"--model_dir={rel_dir}"]
-            elif a.tag:
-                c.append(f"--model_dir={rel_dir}")
-            c += shlex.split(extra)
-            if a.dry_run:
-                print("$ python -m " + shlex.join(c))
-            else:
-                run(c, out)
-                finished(os.path.join(ROOT, rel_dir), ledger_dir)  # archives it when it finished
+    prepared = set()
+    # the TAN-vs-CCN comparison over every log and seed first, then the other models seed-major
+    order = [(lg, s, m) for lg in logs for s in seeds for m in models if m in PRIORITY]
+    order += [(lg, s, m) for lg in logs for s in seeds for m in models if m not in PRIORITY]
+    for lg, seed, m in order:
+        rel_dir = os.path.join("runs", name_of(lg), m, f"seed{seed}")
+        ledger_dir = os.path.join(ROOT, a.ledger, name_of(lg), m, f"seed{seed}") if a.ledger else ""
+        # --report_only: finished runs still go into the ledger; nothing is trained
+        if finished(os.path.join(ROOT, rel_dir), ledger_dir, archive=not a.dry_run) or a.report_only:
+            continue
+        data, prep = data_commands(a.dataset, lg)
+        if data not in prepared and not os.path.exists(os.path.join(ROOT, data, "stats.json")):
+            for c in prep:
+                if a.dry_run:
+                    print("$ python -m " + shlex.join(c))
+                elif run(c, out) != 0:
+                    raise SystemExit(f"data preparation failed: {shlex.join(c)}")
+        prepared.add(data)
+        c = ["ccn.train", f"--flagfile=configs/{m}_{a.dataset}.flags", f"--seed={seed}"]
+        if lg is not None and not lg.is_default:
+            c += [f"--data_dir={data}", f"--model_dir={rel_dir}"]
+        elif a.tag:
+            c.append(f"--model_dir={rel_dir}")
+        c += shlex.split(extra)
+        if a.dry_run:
+            print("$ python -m " + shlex.join(c))
+        else:
+            run(c, out)
+            finished(os.path.join(ROOT, rel_dir), ledger_dir)  # archives it when it finished
     reports = []
     runs_root = a.ledger or "runs"
     for lg in logs:

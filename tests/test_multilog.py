@@ -224,6 +224,13 @@ def test_driver_ledger(tmp_path, monkeypatch):
     report = [c for c in calls if c[0] == "ccn.report"]
     assert report and report[0][1] == "--runs_glob=results/runs/synthetic_conv/*/seed*"
 
+    # --report_only trains nothing but still archives a finished run
+    _fake_run(root, SyntheticLog(0, 100000), "ccn", 2, 0.72, [0.6, 0.7], cap=60)
+    calls.clear()
+    D.main(["--seeds=0,1,2,3", "--only=ccn", "--tag=conv", "--report_only"])
+    assert [c for c in calls if c[0] == "ccn.train"] == [] and [c[0] for c in calls] == ["ccn.report"]
+    assert RunDir(os.path.join(root, "results", "runs", "synthetic_conv", "ccn", "seed2")).has_metrics()
+
     import shutil
     shutil.rmtree(os.path.join(root, "runs"))  # a new machine: runs/ is gone, the ledger is committed
     calls.clear()
