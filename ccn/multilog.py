@@ -131,7 +131,8 @@ def collect(logs: Sequence[SyntheticLog], tag: str = "", base: str = "tan", root
         reporting.add_comparisons(agg, lambda k: base, report.GROUPS)
         out[log.name] = {"gen_seed": log.gen_seed, "rows": log.rows, "runs_glob": rel_glob,
                          "data_dir": log.data_dir, "stats": _stats(root, log), "groups": agg,
-                         "curves": val_curves(runs), "skipped": skipped}
+                         "curves": val_curves(runs), "skipped": skipped,
+                         "hyperparameters": report.hyperparameters(runs)}
     return out
 
 
@@ -199,7 +200,9 @@ def render(res: Dict[str, Any], base: str, tag: str, commands: Sequence[str], ti
               "seeds per model. A run that stopped early contributes only to the epochs it ran: the "
               "mean at epoch e is over the runs that reached e (solid while every seed of the row is "
               "there, dashed after; the legend gives the last epoch every seed reached)."]
-    L += ["", "## Runs", ""]
+    L += [""] + report.hyperparameter_lines(report.merge_hyperparameters(
+        [lg["hyperparameters"] for lg in res.values() if lg["groups"]]))
+    L += ["## Runs", ""]
     for name, lg in res.items():
         for key in _order(lg["groups"]):
             g = lg["groups"][key]

@@ -31,7 +31,7 @@ import glob
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
@@ -83,6 +83,78 @@ def find_runs(runs_glob: str, split: str = "test", group_by: str = "run_key") ->
     return runs, skipped
 
 
+def _distinct(values) -> str:
+    """One value, or the sorted distinct values of several runs as a list."""
+    vals = sorted({json.dumps(v, sort_keys=True) for v in values})
+    return vals[0] if len(vals) == 1 else "[" + ", ".join(vals) + "]"
+
+
+def hyperparameters(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What the runs were trained with and how it was chosen: ``{"sources": [...], "training":
+    {setting: [values]}, "loss": {run key: {param: [values]}}}``. ``loss`` holds the parameters of
+    the aux losses a run used (``run_info.all_aux_losses``: ``<loss>_*`` of
+    ``run_info.loss_params``); ``training`` the :data:`ccn.tables.TRAINING_SETTINGS` of
+    ``train_config.json``."""
+    sources = sorted({(r["record"].get("data") or r["metrics"].get("data") or {}).get("source") or "?"
+                      for r in runs})
+    training: Dict[str, list] = {}
+    loss: Dict[str, Dict[str, list]] = {}
+    for r in runs:
+        cfg = r["record"].get("config") or {}
+        for k in ccn_tables.TRAINING_SETTINGS:
+            if k in cfg:
+                training.setdefault(k, []).append(cfg[k])
+        info = r["record"].get("run_info") or {}
+        params = info.get("loss_params") or {}
+        for aux in info.get("all_aux_losses") or []:
+            for k, v in params.items():
+                if k.startswith(aux + "_"):
+                    loss.setdefault(r["key"], {}).setdefault(k, []).append(v)
+    return {"sources": sources, "training": training, "loss": loss}
+
+
+def merge_hyperparameters(hps: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One :func:`hyperparameters` record of several (e.g. one per log)."""
+    out: Dict[str, Any] = {"sources": sorted({s for hp in hps for s in hp["sources"]}), "training": {}, "loss": {}}
+    for hp in hps:
+        for k, v in hp["training"].items():
+            out["training"].setdefault(k, []).extend(v)
+        for key, params in hp["loss"].items():
+            for k, v in params.items():
+                out["loss"].setdefault(key, {}).setdefault(k, []).extend(v)
+    return out
+
+
+def hyperparameter_lines(hp: Dict[str, Any]) -> List[str]:
+    """The Markdown section "Hyperparameters: what was chosen, and on what" (:func:`hyperparameters`,
+    :data:`ccn.tables.SEARCHED`)."""
+    searched: Dict[str, tuple] = {}
+    for src in hp["sources"]:
+        searched.update(ccn_tables.SEARCHED.get(src, {}))
+
+    def how(k, values):
+        if k not in searched:
+            return "not searched (the paper's value or the config default)"
+        chosen, where = searched[k]
+        differs = any(v != chosen for v in values)
+        return (f"**not the chosen value {chosen}**; " if differs else "") + f"chosen on {where}"
+
+    L = ["## Hyperparameters: what was chosen, and on what", "",
+         f"Values as the runs recorded them (`train_config.json`; a list where runs differ), data "
+         f"source {', '.join(hp['sources'])}; nothing was chosen on the test split."]
+    for key in sorted(hp["loss"]):
+        for k, values in sorted(hp["loss"][key].items()):
+            if k in searched or k.endswith(("_lambda", "_tau", "_xi", "_weight")):
+                L.append(f"* `{key}`: {k} = {_distinct(values)}: {how(k, values)}")
+    fixed = [f"{k} = {_distinct(v)}" for k, v in hp["training"].items() if k not in searched]
+    for k, values in hp["training"].items():
+        if k in searched:
+            L.append(f"* every row: {k} = {_distinct(values)}: {how(k, values)}")
+    if fixed:
+        L.append("* every row, fixed in the configs (not searched): " + ", ".join(fixed))
+    return L + [""]
+
+
 def table_of(layout: str, agg: Dict[str, Any]) -> Tuple[reporting.TableLayout, List[reporting.Row]]:
     """The paper table of ``--layout`` and the rows found outside it (``all``: every run key,
     sorted, in the CCN table's columns), labelled by ``ccn.models.display_name``."""
@@ -95,7 +167,8 @@ def table_of(layout: str, agg: Dict[str, Any]) -> Tuple[reporting.TableLayout, L
 
 
 def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str, split: str,
-           skipped: List[str], title: Optional[str] = None, base_override: Optional[str] = None) -> str:
+           skipped: List[str], title: Optional[str] = None, base_override: Optional[str] = None,
+           hp: Optional[Dict[str, Any]] = None) -> str:
     """The Markdown report: what was read and how the cells are computed, the paper table
     (:func:`ctrcore.reporting.render_table`), the RelaImpr bases, every run's command.
     ``base``: the table's base as reported; ``base_override``: ``--base`` when given (every row
@@ -148,6 +221,8 @@ def render(agg: Dict[str, Any], layout: str, base: Optional[str], runs_glob: str
     L += reporting.render_table(table, agg, base=base_override, extra_rows=extra)
     L += ["", "RelaImpr bases: " + (", ".join(sorted({f"`{k}` vs `{g['relaimpr_base']}`" for k, g in agg.items()
                                                        if g.get("relaimpr_base")})) or "none"), ""]
+    if hp is not None:
+        L += hyperparameter_lines(hp)
     L += ["## Commands", ""]
     for row in list(table.rows) + extra:
         g = agg.get(row.key)
@@ -178,9 +253,10 @@ def build_report(runs_glob: str, layout: str = "ccn", base: Optional[str] = None
     override = base
     base = base if base is not None else table.fixed_base
     reporting.add_comparisons(agg, lambda k: table.base_of(k, override), GROUPS)
-    md = render(agg, layout, base, runs_glob, split, skipped, title, override)
+    hp = hyperparameters(runs)
+    md = render(agg, layout, base, runs_glob, split, skipped, title, override, hp)
     return md, {"layout": layout, "base": base, "split": split, "runs_glob": runs_glob,
-                "groups": agg, "skipped": skipped}
+                "groups": agg, "skipped": skipped, "hyperparameters": hp}
 
 
 FLAGS = flags.FLAGS

@@ -98,6 +98,9 @@ def test_table_numbers_wins_and_convergence(grid):
     ccn_a = rows[(LOG_A.name, "CCN (`ccn`)")]
     assert "| 3 | 0.7333 ± 0.0252 | +6.06% | 2/3 | 2.0 ± 0.0 | 2 / 10 | 3/3 | yes |" in ccn_a
     assert rows[(LOG_A.name, "TAN (`tan`)")].endswith("| +0.00% | - | 2.3 ± 0.6 | 3 / 10 | 3/3 | yes |")
+    # the hyperparameters of every log's runs (the caps of both logs; the fake source has no search record)
+    assert "## Hyperparameters: what was chosen, and on what" in md
+    assert "fixed in the configs (not searched): epochs = [10, 4], early_stopping_patience = 3" in md
     assert "| 4 / 4 | 1/2 | **no**: seeds [1] at cap |" in rows[(LOG_B.name, "CCN (`ccn`)")]
     assert list(rows)[:2] == [(LOG_A.name, "TAN (`tan`)"), (LOG_A.name, "CCN (`ccn`)")]  # Table 2 order
     # the header: each log's generator seed, rows, digest; the size mismatch with stats.json shows

@@ -128,3 +128,37 @@ def test_cli_writes_markdown_and_json(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ccn.report", f"--runs_glob={tmp_path}/none*"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no evaluated runs" in r.stderr
+
+
+def test_hyperparameter_section_says_what_was_chosen_and_flags_other_values(tmp_path):
+    """The recorded loss parameters of the aux losses each row used, how the configs' values were
+    chosen (ccn.tables.SEARCHED of the data source), a run off the chosen value flagged, the fixed
+    training settings listed."""
+    from ccn import tables
+    root = str(tmp_path)
+    lam = tables.SEARCHED["synthetic"]["ccn_lambda"][0]
+    for key, seed, aux, lam_value in (("tan", 0, [], 1.0), ("ccn", 0, ["ccn"], lam), ("ccn", 1, ["ccn"], 7.0)):
+        d = _run(root, key, seed, 0.7)
+        rec = json.load(open(os.path.join(d, "train_config.json")))
+        rec["data"]["source"] = "synthetic"
+        rec["config"] = {"optimizer": "adagrad", "batch_size": 1024, "learning_rate": 0.05, "model_dir": "x"}
+        rec["run_info"].update(all_aux_losses=aux, loss_params={"ccn_lambda": lam_value, "ccn_xi": 0.8,
+                                                                "aqcl_weight": 0.05})
+        json.dump(rec, open(os.path.join(d, "train_config.json"), "w"))
+    md, data = report.build_report(os.path.join(root, "*", "seed*"), layout="ccn", base="tan")
+    hp = data["hyperparameters"]
+    assert hp["sources"] == ["synthetic"] and set(hp["loss"]) == {"ccn"}  # TAN used no aux loss
+    assert hp["loss"]["ccn"]["ccn_lambda"] == [lam, 7.0] and "aqcl_weight" not in hp["loss"]["ccn"]
+    section = md[md.index("## Hyperparameters"):md.index("## Commands")]
+    assert f"`ccn`: ccn_lambda = [{lam}, 7.0]: **not the chosen value {lam}**; chosen on best validation AUC" in section
+    assert "`ccn`: ccn_xi = 0.8: chosen on validation AUC at 5 epochs" in section
+    assert "every row: learning_rate = 0.05: chosen on" in section
+    assert 'fixed in the configs (not searched): optimizer = "adagrad", batch_size = 1024' in section
+    assert "model_dir" not in section
+    # a source with no record of what was searched: every parameter "not searched"
+    for d in [os.path.join(root, "ccn", "seed0"), os.path.join(root, "ccn", "seed1"), os.path.join(root, "tan", "seed0")]:
+        rec = json.load(open(os.path.join(d, "train_config.json")))
+        rec["data"]["source"] = "generic"
+        json.dump(rec, open(os.path.join(d, "train_config.json"), "w"))
+    md, _ = report.build_report(os.path.join(root, "*", "seed*"), layout="ccn", base="tan")
+    assert f"ccn_lambda = [{lam}, 7.0]: not searched" in md and "learning_rate = 0.05, " in md
