@@ -4,7 +4,8 @@ Every file of a training run is read and written through :class:`RunDir`; no oth
 opens them by name::
 
     train_config.json   the run record: every option, the model-specific options (run_info),
-                        data digest, seed, plan, command line, versions; checked on resume
+                        data digest, seed, plan, command line, versions, code (git commit
+                        of each session); checked on resume
                         (ctrcore.record)
     history.json        per-epoch train losses, validation metrics, timings; completed flag;
                         runtime summed over (resumed) sessions (ctrcore.callbacks, ctrcore.trainer)
