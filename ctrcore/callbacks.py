@@ -34,6 +34,28 @@ class Backup(keras.callbacks.BackupAndRestore):
         self._backup(epoch=epoch, batch=self._spe - 1)
 
 
+def backup_step(backup_dir: str) -> int:
+    """The global step (optimizer iterations) of the newest backup under ``backup_dir`` that
+    :class:`Backup` will restore (0 without one): the input of a resumed run starts there
+    (:func:`ctrcore.train_input.make_train_input`). Read from the checkpoint itself, so it is
+    the step of the weights that are restored."""
+    if not tf.io.gfile.exists(backup_dir):
+        return 0
+    ckpts = [tf.train.latest_checkpoint(os.path.join(backup_dir, d)) for d in ("chief", "")]
+    ckpts = [c for c in ckpts if c]
+    if not ckpts:
+        return 0
+    reader = tf.train.load_checkpoint(ckpts[0])
+    keys = [k for k in reader.get_variable_to_shape_map()
+            if k.endswith(("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE",
+                           "optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"))]
+    if len(keys) != 1:
+        log.warning("backup %s: no single optimizer step among its variables (%s); the resumed "
+                    "input starts at its beginning", ckpts[0], keys)
+        return 0
+    return int(reader.get_tensor(keys[0]))
+
+
 class ValidationCallback(keras.callbacks.Callback):
     """Per epoch: exact validation metrics -> logs (val_auc, ...) -> best weights, early stopping,
     history.json (persisted, so both survive a resume)."""

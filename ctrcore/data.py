@@ -213,7 +213,7 @@ def load_columns(data_dir: str, split: str, *, spec: Optional[FeatureSpec] = Non
 
 
 def in_memory_dataset(columns: Dict[str, np.ndarray], batch_size: int, *, seed: int = 0,
-                      repeat: bool = True, drop_remainder: bool = False) -> tf.data.Dataset:
+                      repeat: bool = True, drop_remainder: bool = False, start_step: int = 0) -> tf.data.Dataset:
     """Shuffled batches gathered from in-memory ``columns`` (:func:`load_columns`).
 
     Pass ``e`` uses the permutation ``argsort(stateless_uniform([N], seed=(seed, e)))`` of all N
@@ -222,6 +222,10 @@ def in_memory_dataset(columns: Dict[str, np.ndarray], batch_size: int, *, seed: 
     permutation is made once per pass as one tensor, so no per-example work is left in the
     input. With ``repeat`` (training) every batch is full: each pass leaves out its last
     ``N mod batch_size`` rows of the permutation (different rows every pass).
+
+    ``start_step`` (with ``repeat``): the stream from batch ``start_step`` on, i.e. pass
+    ``start_step // (N // batch_size)`` from its batch ``start_step mod (N // batch_size)``: the
+    batches a run resumed at that global step would have trained on next (no batch is made twice).
     """
     if not columns:
         raise ValueError("in_memory_dataset: no columns")
@@ -232,6 +236,8 @@ def in_memory_dataset(columns: Dict[str, np.ndarray], batch_size: int, *, seed: 
     full = drop_remainder or repeat
     if full and n < batch_size:
         raise ValueError(f"in_memory_dataset: {n} rows < batch_size {batch_size} with full batches")
+    if start_step and not repeat:
+        raise ValueError("in_memory_dataset: start_step needs repeat=True (a resumed training stream)")
     cols = {k: tf.constant(v) for k, v in columns.items()}
     nb = n // batch_size
 
@@ -241,8 +247,9 @@ def in_memory_dataset(columns: Dict[str, np.ndarray], batch_size: int, *, seed: 
             return tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:nb * batch_size], [nb, batch_size]))
         return tf.data.Dataset.from_tensor_slices(perm).batch(batch_size)
 
-    passes = tf.data.Dataset.range(1 << 62) if repeat else tf.data.Dataset.range(1)
-    ds = passes.flat_map(one_pass)
+    first_pass, skip = divmod(int(start_step), nb) if repeat else (0, 0)
+    passes = tf.data.Dataset.range(first_pass, 1 << 62) if repeat else tf.data.Dataset.range(1)
+    ds = passes.flat_map(one_pass).skip(skip)  # skipping batches of indices: no gather is made
     ds = ds.map(lambda i: {k: tf.gather(c, i) for k, c in cols.items()},
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

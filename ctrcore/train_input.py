@@ -109,12 +109,17 @@ def resolve_train_input(cfg: TrainConfig, spec, names=None, lookup=None,
     return "stream", f"{why}; {problem}"
 
 
-def make_train_input(cfg: TrainConfig, spec, model):
+def make_train_input(cfg: TrainConfig, spec, model, start_step: int = 0):
     """The training input of ``model``: shuffled, repeated, parsing only what a train step reads
     (``model.train_feature_names()``: backbone inputs, label, aux-loss needs) and, with
     ``cfg.lookup_in_input``, the string -> id lookups mapped on the input threads; streamed,
     cached or held in memory as ``--train_input`` says (:func:`resolve_train_input`). A
-    ``DatasetCreator`` (per-worker pipelines, no input-side lookup) for parameter_server."""
+    ``DatasetCreator`` (per-worker pipelines, no input-side lookup) for parameter_server.
+
+    ``start_step``: the global step a resumed run restarts at (:func:`ctrcore.callbacks.backup_step`).
+    The in-memory input then continues its stream there (the batches the interrupted run would
+    have trained on next); a streamed input restarts at its beginning (its shuffle is not
+    replayable), which is logged."""
     train_names = model.train_feature_names() if hasattr(model, "train_feature_names") else None
     if cfg.distribution == "parameter_server":
         return keras.utils.experimental.DatasetCreator(
@@ -134,7 +139,12 @@ def make_train_input(cfg: TrainConfig, spec, model):
         log.info("in-memory training input: %d rows x %d features, %.1f MB, loaded in %.1fs",
                  len(next(iter(cols.values()))), len(cols), sum(v.nbytes for v in cols.values()) / 2 ** 20,
                  time.time() - t0)
-        return in_memory_dataset(cols, cfg.batch_size, seed=cfg.seed)
+        if start_step:
+            log.info("resumed at global step %d: the in-memory input continues from there", start_step)
+        return in_memory_dataset(cols, cfg.batch_size, seed=cfg.seed, start_step=start_step)
+    if start_step:
+        log.info("resumed at global step %d: the %s input restarts at its beginning (a streamed "
+                 "shuffle is not replayable)", start_step, mode)
     ds = make_dataset(cfg.data_dir, cfg.train_split, cfg.batch_size, spec=spec, shuffle=True,
                       repeat=True, deterministic=cfg.deterministic, seed=cfg.seed,
                       shuffle_buffer=cfg.shuffle_buffer, features=train_names,

@@ -28,7 +28,7 @@ import tf_keras as keras
 
 from ctrcore import schema
 # names marked F401 are re-exported: callers (benchmarks, tests) import them from here
-from ctrcore.callbacks import InterruptAfterSteps, ValidationCallback, run_callbacks  # noqa: F401
+from ctrcore.callbacks import InterruptAfterSteps, ValidationCallback, backup_step, run_callbacks  # noqa: F401
 from ctrcore.config import TrainConfig
 from ctrcore.data import make_dataset
 from ctrcore.evaluation import evaluate_split, serving_inputs  # noqa: F401
@@ -157,7 +157,8 @@ def train(cfg: TrainConfig, model_fn: Callable[[schema.FeatureSpec, dict], keras
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     log.info("model %s: %d trainable parameters; plan %s", cfg.model, n_params, plan)
 
-    train_input = make_train_input(cfg, spec, model)
+    # a resumed run's input continues where the restored backup's step left it
+    train_input = make_train_input(cfg, spec, model, start_step=backup_step(run.backup_dir))
     val_cb = ValidationCallback(cfg, spec, plan, stats.get("activeness_thresholds"), write=chief)
     t0 = time.time()
     model.fit(train_input, epochs=plan["epochs"], steps_per_epoch=plan["steps_per_epoch"],

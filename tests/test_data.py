@@ -137,3 +137,20 @@ def test_in_memory_columns_and_epochs_are_permutations(fake_dir):
     assert not np.array_equal(a, b)
     with pytest.raises(ValueError, match="same"):
         data.in_memory_dataset({"a": np.zeros(3), "b": np.zeros(4)}, 2)
+
+
+def test_in_memory_stream_resumes_at_a_global_step():
+    """start_step = k: the same batches as the full stream from its k-th on, across pass
+    boundaries (a resumed run trains on what the interrupted one would have trained on next)."""
+    cols = {"x": np.arange(23, dtype=np.int64), "y": np.arange(23, dtype=np.float32) * 2}
+    nb = 23 // 5  # 4 full batches per pass
+    full = [b["x"].numpy() for b in data.in_memory_dataset(cols, 5, seed=3).take(3 * nb)]
+    for k in (0, 1, nb - 1, nb, nb + 2, 2 * nb + 3):
+        got = [b["x"].numpy() for b in data.in_memory_dataset(cols, 5, seed=3, start_step=k).take(3 * nb - k)]
+        assert len(got) == 3 * nb - k
+        for a, b in zip(got, full[k:]):
+            np.testing.assert_array_equal(a, b)
+    b = next(iter(data.in_memory_dataset(cols, 5, seed=3, start_step=6)))
+    np.testing.assert_array_equal(b["y"].numpy(), b["x"].numpy() * 2)  # rows stay whole
+    with pytest.raises(ValueError, match="start_step needs repeat"):
+        data.in_memory_dataset(cols, 5, repeat=False, start_step=2)

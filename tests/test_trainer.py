@@ -220,6 +220,28 @@ def test_resume_after_interruption_continues_from_backup(data, tmp_path):
     assert os.path.exists(os.path.join(md, "metrics.json")) and s["metrics"]["n"] > 0
 
 
+def test_resumed_run_equals_the_uninterrupted_one(data, tmp_path):
+    """Interrupted at step 8 and resumed from its step-7 backup, a run without random draws
+    (dropout 0) ends bit-for-bit where the uninterrupted run ends: the restored weights and
+    optimizer state and an in-memory input that continues at the restored step (backup_step)."""
+    from ctrcore.callbacks import backup_step
+    from ctrcore.trainer import InterruptAfterSteps
+    _skip_if_missing("din")
+    out = {}
+    for name in ("straight", "resumed"):
+        md = str(tmp_path / name)
+        cfg = _cfg(data, md, model="din", epochs=3, steps_per_epoch=5, train_steps=None,
+                   backup_every_steps=2, optimizer="adagrad", learning_rate=0.05, dropout=0.0,
+                   train_input="memory")
+        if name == "resumed":
+            with pytest.raises(KeyboardInterrupt):
+                T.run(cfg, _lp(), argv=[], callbacks=[InterruptAfterSteps(8)], export=False)
+            assert backup_step(os.path.join(md, "backup")) == 7
+        out[name] = T.run(cfg, _lp(), argv=[], export=False)["metrics"]
+    assert backup_step(str(tmp_path / "nothing")) == 0
+    assert out["resumed"]["auc"] == out["straight"]["auc"] and out["resumed"]["logloss"] == out["straight"]["logloss"]
+
+
 @pytest.mark.slow
 def test_resume_after_subprocess_kill(data, tmp_path):
     """The CLI killed (SIGKILL) mid-run resumes from its last backup when rerun."""
