@@ -144,8 +144,7 @@ def hyperparameter_lines(hp: Dict[str, Any]) -> List[str]:
          f"source {', '.join(hp['sources'])}; nothing was chosen on the test split."]
     for key in sorted(hp["loss"]):
         for k, values in sorted(hp["loss"][key].items()):
-            if k in searched or k.endswith(("_lambda", "_tau", "_xi", "_weight")):
-                L.append(f"* `{key}`: {k} = {_distinct(values)}: {how(k, values)}")
+            L.append(f"* `{key}`: {k} = {_distinct(values)}: {how(k, values)}")
     fixed = [f"{k} = {_distinct(v)}" for k, v in hp["training"].items() if k not in searched]
     for k, values in hp["training"].items():
         if k in searched:

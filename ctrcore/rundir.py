@@ -71,17 +71,22 @@ def _open(path: str, mode: str = "r"):
     return _gfile().GFile(path, mode) if _is_url(path) else open(path, mode)
 
 
-def write_json(path: str, obj) -> None:
-    """Atomic JSON write (tmp file + rename), strict JSON (nan -> null)."""
-    from ctrcore.metrics import to_jsonable
-
+def _write_atomic(path: str, data, mode: str = "w") -> None:
+    """Write ``data`` to ``path`` through a tmp file renamed over it (readers never see a half file)."""
     tmp = path + ".tmp"
-    with _open(tmp, "w") as fh:
-        json.dump(to_jsonable(obj), fh, indent=1, sort_keys=True, allow_nan=False)
+    with _open(tmp, mode) as fh:
+        fh.write(data)
     if _is_url(path):
         _gfile().rename(tmp, path, overwrite=True)
     else:
         os.replace(tmp, path)
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic JSON write (tmp file + rename), strict JSON (nan -> null)."""
+    from ctrcore.metrics import to_jsonable
+
+    _write_atomic(path, json.dumps(to_jsonable(obj), indent=1, sort_keys=True, allow_nan=False))
 
 
 def read_json(path: str, default=None):
@@ -258,14 +263,7 @@ class RunDir:
         out.create()
         for name in self.record_files():
             with _open(self.file(name), "rb") as src:
-                data = src.read()
-            tmp = out.file(name) + ".tmp"
-            with _open(tmp, "wb") as fh:
-                fh.write(data)
-            if _is_url(tmp):
-                _gfile().rename(tmp, out.file(name), overwrite=True)
-            else:
-                os.replace(tmp, out.file(name))
+                _write_atomic(out.file(name), src.read(), "wb")
         return out
 
     # -- the directory ---------------------------------------------------------------------------
