@@ -114,6 +114,38 @@ def test_generic_headerless_csv_and_positives_only(tmp_path):
     assert [(r["user_id"], r["item_id"], r["clicked"]) for r in rows][0] == ("u1", "i1", 1)
 
 
+def test_generic_multi_character_delimiter_movielens(tmp_path):
+    """MovieLens-1M's ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``, no header):
+    a delimiter of several characters splits plainly, a single ':' stays inside a field, and a
+    line with another number of fields is a dead letter naming file and line."""
+    path = tmp_path / "ratings.dat"
+    path.write_bytes(b"1::1193::5::978300760\n1::661::3::978302109\n2::a:b::4::978300000\n"
+                     b"2::3068\n\"3\"::1::2::978301000\n")
+    mapping = {"format": "csv", "delimiter": "::", "header": False, "positives_only": True,
+               "columns": {"user_id": 0, "item_id": 1, "timestamp": 3}}
+    out = list(get_source("generic", str(path), mapping=mapping).read())
+    assert [getattr(o, "reason", "row") for o in out] == ["row", "row", "row",
+                                                           "bad_column_count", "row"]
+    assert [(r["user_id"], r["item_id"], r["timestamp"]) for r in out if isinstance(r, dict)] == [
+        ("1", "1193", "978300760"), ("1", "661", "978302109"), ("2", "a:b", "978300000"),
+        ('"3"', "1", "978301000")]  # no quoting: the quotes are part of the id
+    assert out[3].origin == f"{path}:4" and "expected 4 columns, got 2" in out[3].detail
+    # the width comes from a vote of the leading lines: a broken first line does not decide it
+    path.write_bytes(b"1::1193::5\n" + b"1::661::3::978302109\n" * 3)
+    out = list(get_source("generic", str(path), mapping=mapping).read())
+    assert [getattr(o, "reason", "row") for o in out] == ["bad_column_count"] + ["row"] * 3
+    with pytest.raises(MappingError) as e:
+        get_source("generic", str(path), mapping={**mapping, "columns": {
+            "user_id": 0, "item_id": 1, "timestamp": 4}})
+    assert ("column '4' (mapped to 'timestamp') not found in file" in str(e.value)
+            and str(path) in str(e.value) and "4 columns in 3 of its first 4 lines" in str(e.value))
+    with pytest.raises(MappingError, match="set \"quotechar\": null"):
+        load_mapping({**mapping, "quotechar": '"'}, name="ml.json")
+    for bad in ("", "a\nb", 1):
+        with pytest.raises(MappingError, match="\"delimiter\" must be a non-empty string"):
+            load_mapping({**mapping, "delimiter": bad}, name="ml.json")
+
+
 def test_generic_optional_column_may_be_absent(tmp_path):
     path = _write(tmp_path, "csv")
     m = {**MAPPING, "columns": {**MAPPING["columns"], "category_id": "cat"},

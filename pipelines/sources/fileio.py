@@ -314,7 +314,10 @@ def iter_raw_lines(shard: Shard, newlines_before: int = 0, opts: TextOptions = T
 
 
 def parse_csv_line(text: str, opts: TextOptions) -> List[str]:
-    """One CSV line -> fields; raises csv.Error on bad quoting."""
+    """One CSV line -> fields; raises csv.Error on bad quoting. A delimiter of several
+    characters (MovieLens' ``::``) splits the line plainly (no quoting)."""
+    if len(opts.delimiter) > 1:
+        return text.split(opts.delimiter)
     if opts.quotechar is None:
         return next(csv.reader([text], delimiter=opts.delimiter, quoting=csv.QUOTE_NONE,
                                strict=True))
@@ -394,6 +397,36 @@ def read_header(path: str, opts: TextOptions, compression: str = "auto") -> List
         if isinstance(item, Record):
             return list(item.values)
     return []
+
+
+#: how many leading lines of a header-less CSV file vote on its number of columns
+WIDTH_SAMPLE_LINES = 100
+
+
+def headerless_width(path: str, opts: TextOptions, compression: str = "auto",
+                     sample: int = WIDTH_SAMPLE_LINES) -> Tuple[int, int, int]:
+    """The number of columns of a header-less CSV file: the most common field count among its
+    first ``sample`` non-blank lines that decode and split (ties: the count seen first), so that
+    one broken first line does not decide it. Returns ``(width, lines agreeing, lines
+    sampled)``; ``(0, 0, 0)`` for a file with no such line."""
+    shard = Shard(path, "csv", compression=compression_of(path, compression))
+    counts: Dict[int, int] = {}
+    seen = 0
+    for item in iter_raw_lines(shard, 0, opts):
+        if isinstance(item, DeadLetter) or not item[1].strip():
+            continue
+        try:
+            n = len(parse_csv_line(item[1], opts))
+        except csv.Error:
+            continue
+        counts[n] = counts.get(n, 0) + 1
+        seen += 1
+        if seen >= sample:
+            break
+    if not counts:
+        return 0, 0, 0
+    width = max(counts, key=lambda n: counts[n])  # dicts keep first-seen order for ties
+    return width, counts[width], seen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,9 +33,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from pipelines.sources.fileio import (COMPRESSIONS, DEFAULT_MAX_LINE_BYTES, DEFAULT_SPLIT_BYTES,
                                       LINE_FORMATS, Record, Shard, TextOptions, check_encoding,
                                       compression_of, extension, iter_parquet_records,
-                                      iter_raw_lines, iter_text_records, match_files,
-                                      parquet_schema, plan_file, plan_parquet, read_header,
-                                      read_shards_serially)
+                                      headerless_width, iter_raw_lines, iter_text_records,
+                                      match_files, parquet_schema, plan_file, plan_parquet,
+                                      read_header, read_shards_serially)
 
 FORMATS = ("csv", "parquet", "jsonl")
 SPLITS = ("time", "leave_last_out")
@@ -321,8 +321,9 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
         if f in REQUIRED and f not in exempt:
             raise _err(name, f"\"optional\" lists {f!r}, but it is a required canonical field")
     delimiter = d.get("delimiter", ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise _err(name, f"\"delimiter\" must be one character, got {delimiter!r}")
+    if not isinstance(delimiter, str) or not delimiter or "\n" in delimiter or "\r" in delimiter:
+        raise _err(name, f"\"delimiter\" must be a non-empty string without line breaks, "
+                         f"got {delimiter!r}")
     header = d.get("header", True)
     if not isinstance(header, bool):
         raise _err(name, f"\"header\" must be true/false, got {header!r}")
@@ -337,9 +338,14 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     if compression not in COMPRESSIONS:
         raise _err(name, f"\"compression\" is {compression!r}, expected one of "
                          f"{list(COMPRESSIONS)}")
-    quotechar = d.get("quotechar", '"')
+    # a delimiter of several characters (MovieLens' "::") splits plainly: no quoting
+    quotechar = d.get("quotechar", '"' if len(delimiter) == 1 else None)
     if quotechar is not None and (not isinstance(quotechar, str) or len(quotechar) != 1):
         raise _err(name, f"\"quotechar\" must be one character or null, got {quotechar!r}")
+    if quotechar is not None and len(delimiter) > 1:
+        raise _err(name, f"\"delimiter\" {delimiter!r} has several characters, which is read "
+                         f"by plain splitting without quotes: set \"quotechar\": null (got "
+                         f"{quotechar!r})")
     max_line = d.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
     if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1:
         raise _err(name, f"\"max_line_bytes\" must be a positive integer, got {max_line!r}")
@@ -506,7 +512,7 @@ class GenericSource(RowSource):
         if m.tables:
             self._assign_tables()
         self._absent: Dict[str, set] = {}  # file -> optional fields absent from its header
-        self._header: Dict[str, Optional[List[str]]] = {}  # file -> CSV header columns
+        self._header: Dict[str, Optional[List[str]]] = {}  # file -> CSV columns ("0".. if none)
         for path in self._files:
             self._check_header(path)
 
@@ -568,9 +574,20 @@ class GenericSource(RowSource):
             if bad:
                 raise _err(m.name, f"\"header\" is false, so columns must be 0-based positions; "
                                    f"got {bad} for file {path}")
-            return
-        if not have:
-            return  # empty file: nothing to check, nothing to read
+            # the file's width stands in for a header: a line with another number of fields
+            # (a stray or missing delimiter) is a bad_column_count dead letter, not a row whose
+            # columns have shifted
+            width, agree, sampled = headerless_width(path, m.text_options(fmt), m.compression)
+            if not width:
+                return  # empty file: nothing to check, nothing to read
+            self._header[path] = [str(i) for i in range(width)]
+            have = self._header[path]
+            detail = (f"{width} columns in {agree} of its first {sampled} lines"
+                      if agree < sampled else f"{width} columns")
+        else:
+            detail = f"its columns: {have}"
+            if not have:
+                return  # empty file: nothing to check, nothing to read
         absent = set()
         for field, col in m.targets().items():
             if col not in have:
@@ -578,7 +595,7 @@ class GenericSource(RowSource):
                     absent.add(field)
                     continue
                 raise _err(m.name, f"column {col!r} (mapped to {field!r}) not found in file "
-                                   f"{path} (its columns: {have})")
+                                   f"{path} ({detail})")
         self._absent[path] = absent
 
     def rows_of(self, rec: Record) -> Iterator[Union[RawRow, DeadLetter]]:
