@@ -2,7 +2,6 @@
 built-in MIND / Amazon Beauty sources against the SOURCE.md counts."""
 import datetime
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd

@@ -15,7 +15,7 @@ A line a source cannot reshape at all (wrong column count, broken JSON, ...) is 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 RawRow = Dict[str, Any]
 

@@ -333,7 +333,7 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     except ValueError as e:
         raise _err(name, f"\"encoding\": {e}") from None
     if encoding is None:
-        raise _err(name, f"\"encoding\" must be a codec name such as \"utf-8\"")
+        raise _err(name, "\"encoding\" must be a codec name such as \"utf-8\"")
     compression = d.get("compression", "auto")
     if compression not in COMPRESSIONS:
         raise _err(name, f"\"compression\" is {compression!r}, expected one of "
