@@ -145,6 +145,42 @@ def test_generic_multi_character_delimiter_movielens(tmp_path):
             load_mapping({**mapping, "delimiter": bad}, name="ml.json")
 
 
+def test_generic_page_from_fields_ali_ccp(tmp_path):
+    """A log without a page id (Ali-CCP's raw_sample.csv: one ad impression per line): with
+    ``page_from`` the page is (user, time_stamp), so the ads one user saw at one time form a
+    page and another user at the same second has a page of their own."""
+    from pipelines.canonical import canonicalize
+
+    path = tmp_path / "raw_sample.csv"
+    path.write_text("user,time_stamp,adgroup_id,pid,nonclk,clk\n"
+                    "581738,1494137644,1,430548_1007,1,0\n581738,1494137644,2,430548_1007,0,1\n"
+                    "449818,1494137644,3,430548_1007,1,0\n,1494137650,4,430548_1007,1,0\n")
+    mapping = {"columns": {"user_id": "user", "timestamp": "time_stamp",
+                           "item_id": "adgroup_id", "clicked": "clk"},
+               "user_profile": {"pid": "pid"}, "page_from": ["user_id", "timestamp"]}
+    src = get_source("generic", str(path), mapping=mapping)
+    rows = [canonicalize(r, **src.canonical_kwargs()) for r in src.read()]
+    assert [getattr(r, "reason", None) or r["page_id"] for r in rows] == [
+        "581738@1494137644", "581738@1494137644", "449818@1494137644", "empty_field"]
+    assert "field 'user_id'" in rows[3].detail  # the missing part is named, not page_id
+    # a profile column can be part of the page (Ali-CCP's pid: the ad slot)
+    src = get_source("generic", str(path), mapping={
+        **mapping, "page_from": ["user_id", "timestamp", "user_pid"]})
+    assert next(iter(src.read()))["page_id"] == "581738@1494137644@430548_1007"
+    for change, message in [
+            ({"page_from": "user_id"}, "must be a non-empty list"),
+            ({"page_from": ["user_id", "item_id"]}, "may not use ['item_id']"),
+            ({"page_from": ["user_id", "user_sex"]}, "['user_sex'] are not mapped"),
+            ({"page_from": ["user_id", "user_id"]}, "lists a field twice"),
+            ({"columns": {**mapping["columns"], "page_id": "pid"}}, "remove page_id"),
+            ({"positives_only": True}, "are already (user_id, timestamp)")]:
+        with pytest.raises(MappingError) as e:
+            load_mapping({**mapping, **change}, name="ali.json")
+        assert message in str(e.value) and "ali.json" in str(e.value)
+    with pytest.raises(MappingError, match=r"required canonical field\(s\) \['page_id'\]"):
+        load_mapping({k: v for k, v in mapping.items() if k != "page_from"}, name="ali.json")
+
+
 def test_generic_optional_column_may_be_absent(tmp_path):
     path = _write(tmp_path, "csv")
     m = {**MAPPING, "columns": {**MAPPING["columns"], "category_id": "cat"},

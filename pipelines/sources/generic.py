@@ -51,6 +51,11 @@ MAPPING_KEYS = ("format", "delimiter", "header", "columns", "user_profile", "tim
 MAPPING_KEYS += ("exposures", "history", "tables")
 #: plausible timestamps [min, max) (pipelines.canonical: ``timestamp_out_of_range``)
 MAPPING_KEYS += ("timestamp_range",)
+#: a page id made of other fields, for logs without one (Ali-CCP's (user, time_stamp))
+MAPPING_KEYS += ("page_from",)
+#: fields ``page_from`` may not use: the page id itself and the per-exposure fields
+NOT_PAGE_FROM = ("page_id", "item_id", "clicked", "position", "is_history", "category_id",
+                 "seller_id")
 #: keys of a ``tables`` mapping that hold for the whole source (a table may not set them)
 SOURCE_WIDE_KEYS = ("timestamp_format", "positives_only", "label_values", "split",
                     "timestamp_range")
@@ -176,6 +181,7 @@ class LogMapping:
     history: Optional[lists.HistorySpec] = None  # list-shaped user history
     files: Optional[str] = None  # a table's basename glob (``tables`` entries only)
     tables: List["LogMapping"] = dataclasses.field(default_factory=list)  # sub-mappings
+    page_from: Tuple[str, ...] = ()  # page_id = these fields' raw values joined by "@"
 
     def text_options(self, fmt: str) -> TextOptions:
         """How the lines of a ``fmt`` file of this mapping become records."""
@@ -283,6 +289,10 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
         exempt += exposures.fields()
     elif history is not None:  # a history-only mapping/table: every row is is_history=1
         exempt += ("page_id", "item_id", "clicked", "timestamp")
+    page_from = _page_from(d.get("page_from"), name, cols, consts, prof, positives_only,
+                           history_only=history is not None and exposures is None)
+    if page_from:
+        exempt += ("page_id",)
     missing = [f for f in REQUIRED if f not in cols and f not in consts and f not in exempt]
     if missing:
         raise _err(name, f"required canonical field(s) {missing} not mapped in \"columns\" "
@@ -355,7 +365,42 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
                     user_profile=prof, timestamp_format=ts_fmt, positives_only=positives_only,
                     label_values=labels, optional=list(optional), split=split,
                     constants=dict(consts), name=name, timestamp_range=ts_range,
-                      exposures=exposures, history=history)
+                      exposures=exposures, history=history, page_from=page_from)
+
+
+def _page_from(value: Any, name: str, cols: Mapping[str, str], consts: Mapping[str, Any],
+               prof: Mapping[str, str], positives_only: bool, history_only: bool
+               ) -> Tuple[str, ...]:
+    """The mapping key ``page_from``: canonical fields (or ``user_<p>``) whose raw values,
+    joined by ``"@"``, are the page id of a log that has none (Ali-CCP's ``raw_sample.csv``:
+    ``["user_id", "timestamp"]``). Validated against ``columns`` / ``constants``."""
+    if value is None:
+        return ()
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(f, str) and f for f in value)):
+        raise _err(name, f"\"page_from\" must be a non-empty list of field names such as "
+                         f"[\"user_id\", \"timestamp\"], got {value!r}")
+    if positives_only:
+        raise _err(name, "\"page_from\" with \"positives_only\": a positives-only log's pages "
+                         "are already (user_id, timestamp); remove \"page_from\"")
+    if "page_id" in cols or "page_id" in consts:
+        raise _err(name, "\"page_from\" builds page_id: remove page_id from \"columns\" / "
+                         "\"constants\"")
+    bad = [f for f in value if f in NOT_PAGE_FROM]
+    if bad:
+        raise _err(name, f"\"page_from\" may not use {bad}: a page is shared by the items "
+                         f"shown on it (use fields such as user_id, timestamp, a session column "
+                         f"mapped to a user_<name> profile)")
+    if len(set(value)) != len(value):
+        raise _err(name, f"\"page_from\" lists a field twice: {value}")
+    if history_only:
+        return ()  # a history-only table has no pages
+    profile = {USER_PROFILE_PREFIX + p for p in prof}
+    unmapped = [f for f in value if f not in cols and f not in consts and f not in profile]
+    if unmapped:
+        raise _err(name, f"\"page_from\" field(s) {unmapped} are not mapped in \"columns\" "
+                         f"(or \"constants\" / \"user_profile\")")
+    return tuple(value)
 
 
 def parse_timestamp_range(value: Any, name: str = "<dict>") -> Optional[Tuple[int, int]]:
@@ -460,6 +505,18 @@ def _load_tables(d: Mapping[str, Any], name: str) -> LogMapping:
     return dataclasses.replace(subs[0], columns={}, user_profile=profile, optional=[],
                                constants={}, exposures=None, history=None, files=None,
                                tables=subs, name=name)
+
+
+def page_id_from(row: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """The page id of a log without one: the raw values of ``fields`` (``page_from``), stripped
+    and joined by ``"@"``. A missing part stays empty, so that the row's own missing field (say
+    ``user_id``) is what ``canonical.py`` dead-letters, under its name."""
+    return "@".join("" if row.get(f) is None else str(row[f]).strip() for f in fields)
+
+
+def _is_history_row(row: Mapping[str, Any]) -> bool:
+    h = row.get("is_history")
+    return h is not None and str(h).strip() not in ("", "0", "false", "False")
 
 
 def basename(path: str) -> str:
@@ -652,6 +709,8 @@ class GenericSource(RowSource):
                 if not isinstance(row, DeadLetter):
                     for f in absent:
                         row.pop(f, None)
+                    if m.page_from and not _is_history_row(row):
+                        row["page_id"] = page_id_from(row, m.page_from)
                 yield row
 
     def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
