@@ -181,6 +181,96 @@ def test_generic_page_from_fields_ali_ccp(tmp_path):
         load_mapping({k: v for k, v in mapping.items() if k != "page_from"}, name="ali.json")
 
 
+def _movielens(tmp_path):
+    """ratings.dat and movies.dat in MovieLens-1M's format ('::', no header, movies in
+    latin-1, genres joined by '|'), with a broken, a duplicate and a control-character line."""
+    (tmp_path / "ratings.dat").write_bytes(
+        b"1::1::5::978300760\n1::2::3::978302109\n2::3::4::978300000\n2::9::4::978300100\n")
+    (tmp_path / "movies.dat").write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n"
+        "2::Jumanji (1995)::Adventure\n"
+        "3::Caf\u00e9 (1995)\n"  # a line without its genres: bad_column_count
+        "2::Jumanji again::Horror\n"  # duplicate_item: the first line wins
+        "4::Bad::Dra\x01ma\n".encode("latin-1"))
+    mapping = {"format": "csv", "delimiter": "::", "header": False, "positives_only": True,
+               "columns": {"user_id": 0, "item_id": 1, "timestamp": 3},
+               "items": {"input": "movies.dat", "encoding": "latin-1", "separator": "|",
+                         "columns": {"item_id": 0, "category_id": 2}}}
+    mpath = tmp_path / "ml.json"
+    mpath.write_text(json.dumps(mapping))
+    return str(tmp_path / "ratings.dat"), str(mpath), mapping
+
+
+def test_generic_item_table_fills_categories(tmp_path):
+    ratings, mpath, mapping = _movielens(tmp_path)
+    src = get_source("generic", ratings, mapping=mpath)  # "movies.dat": next to the mapping
+    assert src.files() == [ratings, str(tmp_path / "movies.dat")]
+    out = list(src.read())
+    rows = [o for o in out if isinstance(o, dict)]
+    assert [(r["item_id"], r.get("category_id")) for r in rows] == [
+        ("1", "Animation"), ("2", "Adventure"), ("3", None), ("9", None)]
+    dead = [o for o in out if not isinstance(o, dict)]
+    assert [(d.reason, d.origin.rsplit("/", 1)[1]) for d in dead] == [
+        ("bad_column_count", "movies.dat:3"), ("duplicate_item", "movies.dat:4"),
+        ("control_character", "movies.dat:5")]
+    assert "first at" in dead[1].detail and "movies.dat:2" in dead[1].detail
+    with pytest.raises(MappingError, match="also one of the log inputs: narrow --input"):
+        get_source("generic", str(tmp_path / "*.dat"), mapping=mpath)
+    # the item table is not pickled: every worker reads it once
+    import pickle
+    src.item_table()
+    assert pickle.loads(pickle.dumps(src))._item_table is None
+    # a row's own category wins over the table's
+    log = tmp_path / "log.csv"
+    log.write_text("u,i,t,c\nu1,1,978300760,Own\nu1,2,978300761,\n")
+    src = get_source("generic", str(log), mapping={
+        "positives_only": True, "columns": {"user_id": "u", "item_id": "i", "timestamp": "t",
+                                            "category_id": "c"},
+        "items": {**mapping["items"], "input": str(tmp_path / "movies.dat"),
+                  "format": "csv", "delimiter": "::", "header": False}})
+    assert [r["category_id"] for r in src.read() if isinstance(r, dict)] == ["Own", "Adventure"]
+
+
+def test_generic_item_table_through_the_job(tmp_path):
+    """The whole preprocessing job: the item file's dead letters are read once and counted,
+    the categories reach the vocabulary and the examples."""
+    from pipelines import preprocess as P
+    from tests.test_preprocess_util import dead_letters
+
+    ratings, mpath, _ = _movielens(tmp_path)
+    out = tmp_path / "out"
+    P.run(get_source("generic", ratings, mapping=mpath),
+          P.PreprocessConfig(output_dir=str(out), short_len=3, long_len=5, max_context=3,
+                             num_shards=1), ["--runner=DirectRunner"])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_read"] == 4 + 3 == stats["rows_used"] + stats["rows_dead_letter"]
+    assert stats["dead_letter_reasons"] == {"bad_column_count": 1, "duplicate_item": 1,
+                                            "control_character": 1}
+    assert sorted(d["origin"].rsplit("/", 1)[1] for d in dead_letters(str(out))) == [
+        "movies.dat:3", "movies.dat:4", "movies.dat:5"]
+    vocab = (out / "vocab" / "category_id.txt").read_text().split()
+    assert {"Animation", "Adventure"} <= set(vocab)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input": "nope.dat"}, "item file"),
+    ({"columns": {"item_id": 0}}, "must map category_id and/or seller_id"),
+    ({"columns": {"item_id": 0, "title": 1}}, "maps ['title']"),
+    ({"columns": {"item_id": 0, "category_id": 7}}, "column(s) {'category_id': '7'} not found"),
+    ({"colour": 1}, "unknown key(s) ['colour'] in \"items\""),
+    ({"separator": ""}, "separator must be a non-empty string"),
+])
+def test_generic_item_table_errors(tmp_path, change, message):
+    ratings, _, mapping = _movielens(tmp_path)
+    mapping = {**mapping, "items": {**mapping["items"], "input": str(tmp_path / "movies.dat"),
+                                    **change}}
+    if change.get("input"):
+        mapping["items"]["input"] = str(tmp_path / change["input"])
+    with pytest.raises(MappingError) as e:
+        get_source("generic", ratings, mapping=mapping)
+    assert message in str(e.value) and "<dict>" in str(e.value)
+
+
 def test_generic_optional_column_may_be_absent(tmp_path):
     path = _write(tmp_path, "csv")
     m = {**MAPPING, "columns": {**MAPPING["columns"], "category_id": "cat"},

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from ctrcore.schema import CANONICAL_FIELDS, USER_PROFILE_PREFIX
+from pipelines.sources import items as items_mod
 from pipelines.sources import lists
 from pipelines.sources.base import DEFAULT_TIMESTAMP_RANGE, DeadLetter, RawRow, Source
 from apache_beam.io.filesystem import CompressionTypes
@@ -53,12 +54,17 @@ MAPPING_KEYS += ("exposures", "history", "tables")
 MAPPING_KEYS += ("timestamp_range",)
 #: a page id made of other fields, for logs without one (Ali-CCP's (user, time_stamp))
 MAPPING_KEYS += ("page_from",)
+#: an item-metadata side table (pipelines/sources/items.py)
+MAPPING_KEYS += ("items",)
+#: the keys that say how a text file is read (validated by _reading_keys)
+READING_KEYS = ("delimiter", "header", "encoding", "compression", "quotechar",
+                "max_line_bytes")
 #: fields ``page_from`` may not use: the page id itself and the per-exposure fields
 NOT_PAGE_FROM = ("page_id", "item_id", "clicked", "position", "is_history", "category_id",
                  "seller_id")
 #: keys of a ``tables`` mapping that hold for the whole source (a table may not set them)
 SOURCE_WIDE_KEYS = ("timestamp_format", "positives_only", "label_values", "split",
-                    "timestamp_range")
+                    "timestamp_range", "items")
 #: keys of a ``tables`` mapping that belong in each table (not at its top level)
 TABLE_ONLY_KEYS = ("columns", "exposures", "history", "optional")
 
@@ -182,6 +188,7 @@ class LogMapping:
     files: Optional[str] = None  # a table's basename glob (``tables`` entries only)
     tables: List["LogMapping"] = dataclasses.field(default_factory=list)  # sub-mappings
     page_from: Tuple[str, ...] = ()  # page_id = these fields' raw values joined by "@"
+    items: Optional[items_mod.ItemSpec] = None  # the item-metadata side table
 
     def text_options(self, fmt: str) -> TextOptions:
         """How the lines of a ``fmt`` file of this mapping become records."""
@@ -330,6 +337,21 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
                              f"(mapped: {sorted(targets)})")
         if f in REQUIRED and f not in exempt:
             raise _err(name, f"\"optional\" lists {f!r}, but it is a required canonical field")
+    rk = _reading_keys(d, name)
+    items = _item_spec(d, name, rk)
+    return LogMapping(columns=dict(cols), format=fmt, delimiter=rk["delimiter"],
+                      header=rk["header"], encoding=rk["encoding"],
+                      compression=rk["compression"], quotechar=rk["quotechar"],
+                      max_line_bytes=rk["max_line_bytes"], items=items,
+                    user_profile=prof, timestamp_format=ts_fmt, positives_only=positives_only,
+                    label_values=labels, optional=list(optional), split=split,
+                    constants=dict(consts), name=name, timestamp_range=ts_range,
+                      exposures=exposures, history=history, page_from=page_from)
+
+
+def _reading_keys(d: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    """The validated keys that say how a text file is read: ``delimiter``, ``header``,
+    ``encoding``, ``compression``, ``quotechar`` and ``max_line_bytes``."""
     delimiter = d.get("delimiter", ",")
     if not isinstance(delimiter, str) or not delimiter or "\n" in delimiter or "\r" in delimiter:
         raise _err(name, f"\"delimiter\" must be a non-empty string without line breaks, "
@@ -359,13 +381,47 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
     max_line = d.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
     if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1:
         raise _err(name, f"\"max_line_bytes\" must be a positive integer, got {max_line!r}")
-    return LogMapping(columns=dict(cols), format=fmt, delimiter=delimiter, header=header,
-                      encoding=encoding, compression=compression, quotechar=quotechar,
-                      max_line_bytes=max_line,
-                    user_profile=prof, timestamp_format=ts_fmt, positives_only=positives_only,
-                    label_values=labels, optional=list(optional), split=split,
-                    constants=dict(consts), name=name, timestamp_range=ts_range,
-                      exposures=exposures, history=history, page_from=page_from)
+    return {"delimiter": delimiter, "header": header, "encoding": encoding,
+            "compression": compression, "quotechar": quotechar, "max_line_bytes": max_line}
+
+
+def _item_spec(d: Mapping[str, Any], name: str, rk: Mapping[str, Any]
+               ) -> Optional[items_mod.ItemSpec]:
+    """The ``items`` section (pipelines/sources/items.py): its reading keys default to the
+    mapping's (``rk``, ``format``), its format to the item file's extension, then the mapping's;
+    a relative ``input`` is resolved against the mapping file's directory."""
+    sec = d.get("items")
+    if sec is None:
+        return None
+    if not isinstance(sec, dict):
+        raise _err(name, f"\"items\" must be an object, got {type(sec).__name__}")
+    own = {k: sec[k] for k in READING_KEYS if k in sec}
+    merged = {**{k: d[k] for k in READING_KEYS if k in d and k not in own}, **own}
+    if "delimiter" in own and "quotechar" not in own:
+        merged.pop("quotechar", None)  # the quote default follows the item file's delimiter
+    irk = _reading_keys(merged, f"{name} \"items\"")
+    src = sec.get("input")
+    if isinstance(src, str) and src and name not in ("<dict>",) and not _is_absolute(src):
+        src = FileSystems.join(FileSystems.split(name)[0] or ".", src)
+    fmt = sec.get("format")
+    if fmt is None and isinstance(src, str) and src:
+        fmt = EXTENSIONS.get(extension(src))
+    fmt = fmt or d.get("format")
+    if fmt not in FORMATS:
+        raise _err(name, f"\"items\".format is {fmt!r}: set it to one of {list(FORMATS)} (it is "
+                         f"not known from the item file's name {src!r})")
+    opts = TextOptions(fmt=fmt, delimiter=irk["delimiter"], quotechar=irk["quotechar"],
+                       header=irk["header"], encoding=irk["encoding"],
+                       max_line_bytes=irk["max_line_bytes"])
+    try:
+        kw = items_mod.parse_items(sec, fmt=fmt, options=opts, compression=irk["compression"])
+    except items_mod.ItemSpecError as e:
+        raise _err(name, str(e)) from None
+    return items_mod.ItemSpec(input=src, **kw)
+
+
+def _is_absolute(path: str) -> bool:
+    return "://" in path or path.startswith("/") or (len(path) > 2 and path[1] == ":")
 
 
 def _page_from(value: Any, name: str, cols: Mapping[str, str], consts: Mapping[str, Any],
@@ -479,7 +535,7 @@ def _load_tables(d: Mapping[str, Any], name: str) -> LogMapping:
     misplaced = [k for k in TABLE_ONLY_KEYS if k in d]
     if misplaced:
         raise _err(name, f"with \"tables\", key(s) {misplaced} belong in each table")
-    shared = {k: v for k, v in d.items() if k != "tables"}
+    shared = {k: v for k, v in d.items() if k not in ("tables", "items")}
     subs: List[LogMapping] = []
     for i, t in enumerate(tables):
         tname = f"{name} tables[{i}]"
@@ -504,7 +560,8 @@ def _load_tables(d: Mapping[str, Any], name: str) -> LogMapping:
             profile.setdefault(p, c)
     return dataclasses.replace(subs[0], columns={}, user_profile=profile, optional=[],
                                constants={}, exposures=None, history=None, files=None,
-                               tables=subs, name=name)
+                               tables=subs, name=name,
+                               items=_item_spec(d, name, _reading_keys(d, name)))
 
 
 def page_id_from(row: Mapping[str, Any], fields: Sequence[str]) -> str:
@@ -569,12 +626,64 @@ class GenericSource(RowSource):
         if m.tables:
             self._assign_tables()
         self._absent: Dict[str, set] = {}  # file -> optional fields absent from its header
+        self._items_path: Optional[str] = None  # the item-metadata file (``items``)
+        self._item_names: Optional[List[str]] = None  # its CSV columns
+        self._item_table: Optional[Dict[str, Tuple[str, str]]] = None  # loaded on first read
+        if m.items is not None:
+            self._check_items(m.items)
         self._header: Dict[str, Optional[List[str]]] = {}  # file -> CSV columns ("0".. if none)
         for path in self._files:
             self._check_header(path)
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_item_table"] = None  # each worker reads the item file itself, once
+        return state
+
     def files(self) -> List[str]:
-        return list(self._files)
+        """The log files, then the item file (read for its dead letters only)."""
+        return list(self._files) + ([self._items_path] if self._items_path else [])
+
+    def _check_items(self, spec: items_mod.ItemSpec) -> None:
+        """The item file exists, is not also a log input, and has the mapped columns."""
+        m = self.mapping
+        try:
+            found = match_files(spec.input)
+        except (FileNotFoundError, IOError, OSError) as e:
+            raise _err(m.name, f"\"items\".input: item file {spec.input} not found ({e})"
+                       ) from None
+        if len(found) != 1:
+            raise _err(m.name, f"\"items\".input {spec.input} matches {len(found)} files; "
+                               "name one item file")
+        path = found[0][0]
+        if path in self._sizes:
+            raise _err(m.name, f"the item file {path} is also one of the log inputs: narrow "
+                               "--input to the log files (a file, a glob or a list)")
+        names: List[str] = []
+        if spec.fmt == "csv" and not spec.options.header:
+            width = headerless_width(path, spec.options, spec.compression)[0]
+            names = [str(i) for i in range(width)]
+            self._item_names = names
+        elif spec.fmt == "parquet":
+            names = parquet_schema(path)
+        else:
+            names = read_header(path, spec.options, spec.compression)
+            if spec.fmt == "csv":
+                self._item_names = names
+        missing = {f: c for f, c in spec.columns.items() if c not in names}
+        if names and missing:
+            raise _err(m.name, f"\"items\": column(s) {missing} not found in the item file "
+                               f"{path} (its columns: {names})")
+        self._items_path = path
+        self.mapping = dataclasses.replace(m, items=dataclasses.replace(spec, input=path))
+
+    def item_table(self) -> Dict[str, Tuple[str, str]]:
+        """``{item_id: (category, seller)}`` from the item file (empty without one)."""
+        if self._item_table is None:
+            spec = self.mapping.items
+            self._item_table = ({} if spec is None else
+                                items_mod.load_item_table(spec, self._item_names))
+        return self._item_table
 
     def splittable_bytes(self) -> int:
         """Total size of the inputs read in byte ranges (uncompressed line files)."""
@@ -685,7 +794,10 @@ class GenericSource(RowSource):
 
     # -- reading: shards of files (pipelines.sources.fileio) ------------------------------------
     def plan(self, path: str) -> List[Shard]:
-        """The shards file ``path`` is read as (byte ranges, row groups, or the whole file)."""
+        """The shards file ``path`` is read as (byte ranges, row groups, or the whole file;
+        the item file as one shard)."""
+        if path == self._items_path:
+            return [Shard(path, "items")]
         m = self.mapping_for(path)
         return plan_file(path, self._sizes.get(path, 0), self.format_of(path), m.compression,
                          self.split_bytes)
@@ -693,8 +805,12 @@ class GenericSource(RowSource):
     def read_shard(self, shard: Shard, newlines_before: int = 0
                    ) -> Iterator[Union[RawRow, DeadLetter]]:
         path = shard.path
+        if path == self._items_path:  # its dead letters, once; its lines fill the log rows
+            yield from items_mod.item_dead_letters(self.mapping.items, self._item_names)
+            return
         m = self.mapping_for(path)
         absent = self._absent.get(path, set())
+        table = self.item_table() if self._items_path else None
         if shard.fmt == "parquet":
             cols = sorted({c for f, c in m.targets().items() if f not in absent})
             items = iter_parquet_records(shard, cols)
@@ -711,6 +827,8 @@ class GenericSource(RowSource):
                         row.pop(f, None)
                     if m.page_from and not _is_history_row(row):
                         row["page_id"] = page_id_from(row, m.page_from)
+                    if table:
+                        items_mod.fill_sides(row, table)
                 yield row
 
     def read_file(self, path: str) -> Iterator[Union[RawRow, DeadLetter]]:
