@@ -106,8 +106,10 @@ def _to_int(field: str, v: Any) -> int:
 
 
 def parse_timestamp(v: Any, fmt: str) -> int:
-    """Raw timestamp -> integer seconds. ``fmt``: "unix", "unix_ms" or a strptime format
-    (naive datetimes are taken as UTC). Raises ValueError when unparsable."""
+    """Raw timestamp -> integer seconds. ``fmt``: "unix", "unix_ms", "iso" (ISO 8601 as
+    :meth:`datetime.datetime.fromisoformat` reads it: ``2019-11-11T09:05:58Z``,
+    ``2019-11-11 09:05:58.123+08:00``, ``2019-11-11``) or a strptime format (naive datetimes
+    are taken as UTC). Raises ValueError when unparsable."""
     if fmt in ("unix", "unix_ms"):
         if isinstance(v, bool):
             raise ValueError("boolean timestamp")
@@ -128,7 +130,10 @@ def parse_timestamp(v: Any, fmt: str) -> int:
         return x // 1000 if fmt == "unix_ms" else x
     if not isinstance(v, str):
         raise ValueError(f"expected a string for format {fmt!r}")
-    dt = datetime.datetime.strptime(v.strip(), fmt)
+    if fmt == "iso":
+        dt = datetime.datetime.fromisoformat(v.strip())
+    else:
+        dt = datetime.datetime.strptime(v.strip(), fmt)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=datetime.timezone.utc)
     return int(dt.timestamp())

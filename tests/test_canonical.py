@@ -53,6 +53,12 @@ def test_timestamp_formats():
     assert parse_timestamp("1970-01-02 00:00:00", "%Y-%m-%d %H:%M:%S") == 86400
     d = canonicalize(raw(timestamp="2020/01/01"), timestamp_format="%Y-%m-%d")
     assert d.reason == "unparsable_timestamp" and "'%Y-%m-%d'" in d.detail
+    # ISO 8601: 'T' or ' ', 'Z' or an offset (honoured), fractions, a date alone; naive = UTC
+    assert parse_timestamp("1970-01-02T00:00:00Z", "iso") == 86400
+    assert parse_timestamp(" 1970-01-02 08:00:00.75+08:00 ", "iso") == 86400
+    assert parse_timestamp("1970-01-02", "iso") == 86400
+    d = canonicalize(raw(timestamp="02/01/1970"), timestamp_format="iso")
+    assert d.reason == "unparsable_timestamp" and "'iso'" in d.detail
 
 
 def test_label_values_mapping():

@@ -229,6 +229,16 @@ def test_generic_item_table_fills_categories(tmp_path):
         "items": {**mapping["items"], "input": str(tmp_path / "movies.dat"),
                   "format": "csv", "delimiter": "::", "header": False}})
     assert [r["category_id"] for r in src.read() if isinstance(r, dict)] == ["Own", "Adventure"]
+    # JSON-lines metadata with nested category lists (Amazon's meta files): the first id
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text('{"asin": "1", "categories": [["Beauty", "Skin Care"]], "brand": "B"}\n'
+                    '{"asin": "2", "categories": [], "brand": "C|D"}\n')
+    src = get_source("generic", str(log), mapping={
+        "positives_only": True, "columns": {"user_id": "u", "item_id": "i", "timestamp": "t"},
+        "items": {"input": str(meta), "separator": "|", "columns": {
+            "item_id": "asin", "category_id": "categories", "seller_id": "brand"}}})
+    assert [(r.get("category_id"), r.get("seller_id")) for r in src.read()] == [
+        ("Beauty", "B"), (None, "C")]
 
 
 def test_generic_item_table_through_the_job(tmp_path):
@@ -284,7 +294,7 @@ def test_generic_optional_column_may_be_absent(tmp_path):
     ({"columns": {k: v for k, v in MAPPING["columns"].items() if k != "timestamp"}},
      "required canonical field(s) ['timestamp'] not mapped"),
     ({"columns": {**MAPPING["columns"], "user_sex": "sex"}}, "declare user profile columns"),
-    ({"timestamp_format": "iso"}, "\"timestamp_format\" is 'iso'"),
+    ({"timestamp_format": "isoformat"}, "\"timestamp_format\" is 'isoformat'"),
     ({"split": "random"}, "\"split\" is 'random'"),
     ({"label_values": {"click": 2}}, "must map to 0 or 1"),
     ({"format": "xlsx"}, "\"format\" is 'xlsx'"),

@@ -48,7 +48,7 @@ class Source:
     #: "time" (split pages by timestamp quantiles) or "leave_last_out" (per user: last page test,
     #: second-last valid, rest train).
     split: str = "time"
-    #: format of the raw timestamp values: "unix" (int seconds), "unix_ms", or a strptime format.
+    #: format of the raw timestamp values: "unix" (int seconds), "unix_ms", "iso" (ISO 8601) or a strptime format.
     timestamp_format: str = "unix"
     #: user profile column names (without the "user_" prefix) the source provides.
     user_profile: Sequence[str] = ()

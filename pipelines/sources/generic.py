@@ -305,9 +305,10 @@ def load_mapping(mapping: Union[str, os.PathLike, Mapping[str, Any]],
         raise _err(name, f"required canonical field(s) {missing} not mapped in \"columns\" "
                          "(or \"constants\")")
     ts_fmt = d.get("timestamp_format", "unix")
-    if not isinstance(ts_fmt, str) or (ts_fmt not in ("unix", "unix_ms") and "%" not in ts_fmt):
-        raise _err(name, f"\"timestamp_format\" is {ts_fmt!r}: expected \"unix\", \"unix_ms\" "
-                         "or a strptime format such as \"%Y-%m-%d %H:%M:%S\"")
+    if not isinstance(ts_fmt, str) or (ts_fmt not in ("unix", "unix_ms", "iso")
+                                       and "%" not in ts_fmt):
+        raise _err(name, f"\"timestamp_format\" is {ts_fmt!r}: expected \"unix\", \"unix_ms\", "
+                         "\"iso\" or a strptime format such as \"%Y-%m-%d %H:%M:%S\"")
     if history is not None and history.timestamps is None:
         from pipelines.canonical import parse_timestamp
         try:

@@ -114,8 +114,12 @@ def _records(spec: ItemSpec, names: Optional[List[str]] = None
 def _value(v: Any, separator: Optional[str]) -> Any:
     if separator is not None and isinstance(v, str):
         return next((p.strip() for p in v.split(separator) if p.strip()), "")
-    if isinstance(v, (list, tuple)):  # a Parquet list / JSON array: its first element
-        return next((x for x in v if x is not None and str(x).strip()), "")
+    if isinstance(v, (list, tuple)):  # a Parquet list / JSON array: its first element,
+        for x in v:                     # depth first (Amazon's [["Beauty", "Skin Care"]])
+            x = _value(x, separator)
+            if x is not None and str(x).strip():
+                return x
+        return ""
     return v
 
 
